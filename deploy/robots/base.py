@@ -1,0 +1,109 @@
+"""The one `Robot` interface every backend implements (sim, Franka, UR, external controller).
+
+Nodes talk only to this interface and never branch on which backend runs. Times are seconds on the
+robot's clock, which the backend maps to ROS time (wall clock for real robots and the real-time sim,
+simulated time for the lockstep sim, so `use_sim_time` nodes agree with it).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+
+import numpy as np
+
+ARM_DOF = 7
+
+
+class Capability(enum.Flag):
+    """What a backend accepts as a command."""
+
+    TORQUE = enum.auto()  # joint torques at the control rate (Franka, sim)
+    JOINT_TARGET = enum.auto()  # streamed joint position targets (UR servoJ)
+    POSE_TARGET = enum.auto()  # streamed Cartesian targets to an external compliant controller
+
+
+@dataclasses.dataclass
+class RobotState:
+    """One sample of the arm, all arrays (7,) in joint order, SI units."""
+
+    stamp_s: float  # sample time, robot clock mapped to ROS time [s]
+    q_rad: np.ndarray
+    dq_rad_s: np.ndarray
+    tau_measured_nm: np.ndarray
+    gripper_width_m: float
+    seq: int = 0  # increments with every new sample from the hardware
+
+
+class RobotModel(abc.ABC):
+    """Kinematics and dynamics of the arm (libfranka's model library, or MuJoCo for the sim)."""
+
+    @abc.abstractmethod
+    def ee_pose(self, q_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tool-centre-point pose in the base frame: position (3,) [m], quaternion (4,) xyzw."""
+
+    @abc.abstractmethod
+    def jacobian(self, q_rad: np.ndarray) -> np.ndarray:
+        """Geometric Jacobian (6, 7) of the TCP in the base frame, rows = [linear; angular]."""
+
+    @abc.abstractmethod
+    def mass_matrix(self, q_rad: np.ndarray) -> np.ndarray:
+        """Joint-space inertia (7, 7) [kg m^2]."""
+
+    @abc.abstractmethod
+    def bias_torque(self, q_rad: np.ndarray, dq_rad_s: np.ndarray) -> np.ndarray:
+        """Coriolis + centrifugal + gravity torque (7,) [Nm]."""
+
+    @property
+    @abc.abstractmethod
+    def joint_limits_rad(self) -> np.ndarray:
+        """(7, 2) lower/upper joint position limits."""
+
+    @property
+    @abc.abstractmethod
+    def torque_limits_nm(self) -> np.ndarray:
+        """(7,) absolute torque limit per joint."""
+
+
+class Robot(abc.ABC):
+    """A connection to one arm. `command_*` return what was actually sent (after the backend's clipping)."""
+
+    capabilities: Capability
+    model: RobotModel
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open the connection; raises RobotConnectionError with a message naming what was not reachable."""
+
+    @abc.abstractmethod
+    def read_state(self) -> RobotState:
+        """Latest state sample (non-blocking)."""
+
+    def wait_for_state(self, after_seq: int, timeout_s: float) -> RobotState | None:
+        """Block until a sample newer than `after_seq` exists (paces lockstep / hardware-clocked loops).
+
+        Backends without a hardware clock return the latest sample immediately.
+        """
+        del after_seq, timeout_s
+        return self.read_state()
+
+    def command_torque(self, tau_nm: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not accept torque commands")
+
+    def command_joint_target(self, q_rad: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not accept joint targets")
+
+    def command_pose_target(self, position_m: np.ndarray, quat_xyzw: np.ndarray) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not accept pose targets")
+
+    @abc.abstractmethod
+    def command_gripper(self, width_m: float) -> float:
+        """Command the gripper opening [m]; returns the width actually commanded (clipped)."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop commanding: the arm brakes/holds on its own (hardware safe state). Idempotent."""
+
+    def clock_now_s(self) -> float | None:
+        """The robot clock, if the backend has its own (lockstep sim); None means use the node clock."""
+        return None

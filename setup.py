@@ -1,0 +1,78 @@
+"""ament_python package `deploy`: ROS 2 deployment of learned manipulation policies."""
+from glob import glob
+
+from setuptools import setup
+
+PACKAGE = "deploy"
+
+# Pinned runtime dependencies of the ROS-free core. The ROS 2 wheels are an extra so that on a ROS 2
+# distro the distro's rclpy and message packages are used instead of being shadowed by pip copies.
+CORE_REQUIRES = [
+    "numpy==2.4.6",
+    "scipy==1.17.1",
+    "mujoco==4.0.0",
+    "pyyaml==6.0.3",
+    "safetensors==0.8.0",
+    "torch==2.13.0",
+    "opencv-python-headless==5.0.0.93",
+    "rosbags==0.11.9",
+    "imageio==2.38.1",
+    "imageio-ffmpeg==0.8.1",
+    "matplotlib==3.11.2",
+    "tqdm==4.70.1",
+]
+ROS_WHEELS = [
+    "ros-rclpy==9.1.2",
+    "ros-rmw-fastrtps-cpp==9.3.3",
+    "ros-std-msgs==5.5.1",
+    "ros-sensor-msgs==5.5.1",
+    "ros-geometry-msgs==5.5.1",
+    "ros-trajectory-msgs==5.5.1",
+    "ros-std-srvs==5.5.1",
+    "ros-diagnostic-msgs==5.5.1",
+    "ros-lifecycle-msgs==2.3.0",
+    "ros-rosgraph-msgs==2.3.0",
+    "ros-builtin-interfaces==2.3.0",
+    "ros-rcl-interfaces==2.3.0",
+]
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0"]
+
+NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=[
+        "deploy",
+        "deploy.robots",
+        "deploy.control",
+        "deploy.sensing",
+        "deploy.sim",
+        "deploy.data",
+        "deploy.teleop",
+        "deploy.learning",
+        "deploy.graph",
+        "deploy.nodes",
+        "deploy.policies",
+    ],
+    package_dir={"deploy.nodes": "nodes", "deploy.policies": "policies"},
+    package_data={"deploy.sim": ["assets/*.xml"], "deploy.graph": ["*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+    ],
+    install_requires=CORE_REQUIRES,
+    extras_require={"ros": ROS_WHEELS, "test": TEST_REQUIRES},
+    zip_safe=True,
+    maintainer="deploy developers",
+    maintainer_email="deploy@localhost",
+    description="Deploy learned manipulation policies on ROS 2 robot arms and improve them from corrections.",
+    license="Apache-2.0",
+    tests_require=TEST_REQUIRES,
+    entry_points={
+        "console_scripts": [f"{name}_node = deploy.nodes.{name}_node:main" for name in NODES]
+        + ["deploy = deploy.cli:main"],
+    },
+)
