@@ -1,0 +1,182 @@
+"""Every message <-> array conversion of the package, as `*_to_msg` / `*_from_msg` pairs.
+
+The core (`deploy/`, `policies/`) never sees a message; nodes call these. Mappings that are not obvious:
+- Cartesian action chunk = trajectory_msgs/MultiDOFJointTrajectory, header.stamp = observation time,
+  header.frame_id = "base", joint_names = ["tcp", "gripper"]; per point: transforms[0] = TCP pose,
+  transforms[1].translation.x = gripper width [m]; time_from_start = offset from the stamp.
+- Joint action chunk = trajectory_msgs/JointTrajectory with joint names joint1..joint7 + "gripper".
+- Chunk execution status = std_msgs/Float64MultiArray whose layout.dim labels name the fields.
+"""
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import PoseStamped, Transform, TwistStamped
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
+
+from deploy.control.chunks import ActionSpace, Chunk
+
+BASE_FRAME = "base"
+ARM_JOINT_NAMES = [f"joint{i}" for i in range(1, 8)]
+GRIPPER_JOINT = "gripper"
+CARTESIAN_JOINT_NAMES = ["tcp", GRIPPER_JOINT]
+
+
+def time_to_msg(stamp_s: float) -> Time:
+    nanoseconds = int(round(stamp_s * 1e9))
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def time_from_msg(msg: Time) -> float:
+    return msg.sec + msg.nanosec * 1e-9
+
+
+def duration_to_msg(seconds: float) -> Duration:
+    nanoseconds = int(round(seconds * 1e9))
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def duration_from_msg(msg: Duration) -> float:
+    return msg.sec + msg.nanosec * 1e-9
+
+
+def _transform(position, quat_xyzw) -> Transform:
+    t = Transform()
+    t.translation.x, t.translation.y, t.translation.z = (float(v) for v in position)
+    t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w = (float(v) for v in quat_xyzw)
+    return t
+
+
+def chunk_to_msg(chunk: Chunk, space: ActionSpace) -> MultiDOFJointTrajectory | JointTrajectory:
+    if space is ActionSpace.CARTESIAN:
+        msg = MultiDOFJointTrajectory()
+        msg.joint_names = list(CARTESIAN_JOINT_NAMES)
+        for t_s, action in zip(chunk.times_s, chunk.actions):
+            point = MultiDOFJointTrajectoryPoint()
+            point.transforms = [_transform(action[0:3], action[3:7]), _transform((action[7], 0.0, 0.0), (0, 0, 0, 1))]
+            point.time_from_start = duration_to_msg(float(t_s))
+            msg.points.append(point)
+    else:
+        msg = JointTrajectory()
+        msg.joint_names = ARM_JOINT_NAMES + [GRIPPER_JOINT]
+        for t_s, action in zip(chunk.times_s, chunk.actions):
+            msg.points.append(JointTrajectoryPoint(positions=[float(v) for v in action],
+                                                   time_from_start=duration_to_msg(float(t_s))))
+    msg.header.stamp = time_to_msg(chunk.stamp_s)
+    msg.header.frame_id = BASE_FRAME
+    return msg
+
+
+def chunk_from_msg(msg: MultiDOFJointTrajectory | JointTrajectory, weight_version: str = "") -> tuple[Chunk, ActionSpace]:
+    """Message -> (Chunk, space). Shape problems surface as ChunkError when the Chunk validates itself."""
+    times_s = np.array([duration_from_msg(p.time_from_start) for p in msg.points])
+    if isinstance(msg, MultiDOFJointTrajectory):
+        space = ActionSpace.CARTESIAN
+        rows = []
+        for p in msg.points:
+            tcp, gripper = p.transforms[0], p.transforms[1] if len(p.transforms) > 1 else None
+            rows.append([tcp.translation.x, tcp.translation.y, tcp.translation.z,
+                         tcp.rotation.x, tcp.rotation.y, tcp.rotation.z, tcp.rotation.w,
+                         gripper.translation.x if gripper is not None else np.nan])
+        actions = np.array(rows, dtype=float).reshape(len(rows), 8)
+    else:
+        space = ActionSpace.JOINT
+        actions = np.array([list(p.positions) for p in msg.points], dtype=float)
+    chunk = Chunk(stamp_s=time_from_msg(msg.header.stamp), times_s=times_s, actions=actions,
+                  weight_version=weight_version)
+    return chunk, space
+
+
+def image_to_msg(image_rgb: np.ndarray, stamp_s: float, frame_id: str) -> Image:
+    """HxWx3 uint8 -> Image; `tobytes()` keeps this under a millisecond (per-element assignment is ~250 ms)."""
+    msg = Image()
+    msg.header.stamp = time_to_msg(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(image_rgb.shape[0]), int(image_rgb.shape[1])
+    msg.encoding = "rgb8"
+    msg.step = msg.width * 3
+    msg.data = np.ascontiguousarray(image_rgb, dtype=np.uint8).tobytes()
+    return msg
+
+
+def image_from_msg(msg: Image) -> np.ndarray:
+    if msg.encoding != "rgb8":
+        raise ValueError(f"image encoding '{msg.encoding}' is not supported (expected rgb8)")
+    return np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
+
+
+def camera_info_to_msg(width: int, height: int, fx: float, fy: float, cx: float, cy: float,
+                       stamp_s: float, frame_id: str) -> CameraInfo:
+    msg = CameraInfo()
+    msg.header.stamp = time_to_msg(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = int(width), int(height)
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def joint_state_to_msg(stamp_s: float, q_rad, dq_rad_s, tau_nm, gripper_width_m: float) -> JointState:
+    msg = JointState()
+    msg.header.stamp = time_to_msg(stamp_s)
+    msg.name = ARM_JOINT_NAMES + [GRIPPER_JOINT]
+    msg.position = [float(v) for v in q_rad] + [float(gripper_width_m)]
+    msg.velocity = [float(v) for v in dq_rad_s] + [0.0]
+    msg.effort = [float(v) for v in tau_nm] + [0.0]
+    return msg
+
+
+def joint_state_from_msg(msg: JointState) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
+    """-> (stamp_s, q (7,), dq (7,), tau (7,), gripper_width_m), by joint name."""
+    index = {name: i for i, name in enumerate(msg.name)}
+    missing = [n for n in ARM_JOINT_NAMES if n not in index]
+    if missing:
+        raise ValueError(f"JointState lacks joints {missing}")
+    arm = [index[n] for n in ARM_JOINT_NAMES]
+    position = np.asarray(msg.position, dtype=float)
+    velocity = np.asarray(msg.velocity, dtype=float) if len(msg.velocity) else np.zeros(len(position))
+    effort = np.asarray(msg.effort, dtype=float) if len(msg.effort) else np.zeros(len(position))
+    gripper = float(position[index[GRIPPER_JOINT]]) if GRIPPER_JOINT in index else float("nan")
+    return time_from_msg(msg.header.stamp), position[arm], velocity[arm], effort[arm], gripper
+
+
+def pose_to_msg(position_m, quat_xyzw, stamp_s: float, frame_id: str = BASE_FRAME) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.stamp = time_to_msg(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in position_m)
+    o = msg.pose.orientation
+    o.x, o.y, o.z, o.w = (float(v) for v in quat_xyzw)
+    return msg
+
+
+def pose_from_msg(msg: PoseStamped) -> tuple[float, np.ndarray, np.ndarray]:
+    p, o = msg.pose.position, msg.pose.orientation
+    return time_from_msg(msg.header.stamp), np.array([p.x, p.y, p.z]), np.array([o.x, o.y, o.z, o.w])
+
+
+def labelled_array_to_msg(values: dict[str, float]) -> Float64MultiArray:
+    """Small named vectors (chunk status) as Float64MultiArray with one labelled dim per field."""
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=k, size=1, stride=1) for k in values]
+    msg.data = [float(v) for v in values.values()]
+    return msg
+
+
+def labelled_array_from_msg(msg: Float64MultiArray) -> dict[str, float]:
+    return {d.label: float(v) for d, v in zip(msg.layout.dim, msg.data)}
+
+
+def twist_to_msg(twist_lin_ang, stamp_s: float, frame_id: str = BASE_FRAME) -> TwistStamped:
+    """(6,) [linear m/s; angular rad/s] -> TwistStamped."""
+    msg = TwistStamped()
+    msg.header.stamp = time_to_msg(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in twist_lin_ang[:3])
+    msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v) for v in twist_lin_ang[3:])
+    return msg

@@ -1,0 +1,65 @@
+"""Proprioception node: republishes the controller's high-rate robot state at a configurable rate, with
+the TCP pose (forward kinematics from the robot's model) and twist, stamped with the sample time."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+
+from deploy.errors import ConfigError
+from deploy.nodes.common import SENSOR_QOS, declare_config, run_node
+from deploy.nodes.conversions import joint_state_from_msg, joint_state_to_msg, pose_to_msg, twist_to_msg
+from deploy.robots.registry import make_model
+
+
+@dataclasses.dataclass
+class ProprioceptionConfig:
+    robot: str = "sim"  # which kinematic model computes the TCP pose
+    rate_hz: float = 100.0  # publish rate [Hz]
+
+    def __post_init__(self):
+        if not 1.0 <= self.rate_hz <= 1000.0:
+            raise ConfigError(f"rate_hz {self.rate_hz} outside [1, 1000]")
+
+
+class ProprioceptionNode(Node):
+    def __init__(self):
+        super().__init__("proprioception")
+        self.config = declare_config(self, ProprioceptionConfig)
+        self.model = make_model(self.config.robot)
+        self._latest: JointState | None = None
+        self._published_stamp = None
+        self._lock = threading.Lock()
+        self.create_subscription(JointState, "/robot/joint_states", self.on_state, SENSOR_QOS)
+        self.joint_pub = self.create_publisher(JointState, "/proprio/joint_states", SENSOR_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, "/proprio/ee_pose", SENSOR_QOS)
+        self.twist_pub = self.create_publisher(TwistStamped, "/proprio/ee_twist", SENSOR_QOS)
+        self.create_timer(1.0 / self.config.rate_hz, self.publish)
+
+    def on_state(self, msg: JointState):
+        with self._lock:
+            self._latest = msg
+
+    def publish(self):
+        with self._lock:
+            msg = self._latest
+        if msg is None or msg.header.stamp == self._published_stamp:
+            return
+        self._published_stamp = msg.header.stamp
+        stamp_s, q, dq, tau, gripper = joint_state_from_msg(msg)
+        self.joint_pub.publish(joint_state_to_msg(stamp_s, q, dq, tau, gripper))
+        position, quat = self.model.ee_pose(q)
+        self.pose_pub.publish(pose_to_msg(position, quat, stamp_s))
+        twist = self.model.jacobian(q) @ dq  # (6,) [linear; angular] in the base frame
+        self.twist_pub.publish(twist_to_msg(twist, stamp_s))
+
+
+def main():
+    run_node(ProprioceptionNode)
+
+
+if __name__ == "__main__":
+    main()
