@@ -37,7 +37,7 @@ ROS_WHEELS = [
 ]
 TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0"]
 
-NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention"]
+NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention", "frame_recorder"]
 
 setup(
     name=PACKAGE,

@@ -58,7 +58,8 @@ class PolicyNode(Node):
                                      lambda msg, key=f"camera {name}": self.on_image(key, msg), SENSOR_QOS)
         self.create_subscription(PoseStamped, "/proprio/ee_pose", self.on_pose, SENSOR_QOS)
         chunk_type = MultiDOFJointTrajectory if self.space is ActionSpace.CARTESIAN else JointTrajectory
-        self.chunk_pub = self.create_publisher(chunk_type, "~/chunk", COMMAND_QOS)
+        topic = "~/chunk" if self.space is ActionSpace.CARTESIAN else "~/joint_chunk"
+        self.chunk_pub = self.create_publisher(chunk_type, topic, COMMAND_QOS)
         self.version_pub = self.create_publisher(String, "~/weight_version", LATCHED_QOS)
         self.version_pub.publish(String(data=self.policy.weight_version))
         self.last_verdict = ""

@@ -1,0 +1,356 @@
+"""The one description of `deploy`'s node graphs, and its resolution against launch arguments.
+
+Both the genuine ROS 2 launch files (`launch/*.launch.py`, via `deploy.graph.ros_launch`) and our own graph
+runner (`deploy.graph.runner`, `deploy launch ...`) are built from the `Graph` values defined here, so the
+graph is written exactly once. This module is ROS-free: it imports neither rclpy nor `launch`.
+
+Data model: a `Graph` declares launch arguments (`LaunchArg`) and nodes (`NodeSpec`); `resolve()` validates
+the caller's argument values and returns a `ResolvedGraph` of concrete `ResolvedNode`s (absolute parameter
+files, typed inline parameters, remappings) in start order. Shutdown runs in reverse start order.
+
+Templates: node names, parameter-file paths and inline parameter values are `str.format` templates over the
+argument values plus `{item}` for nodes repeated per entry of a list argument (`NodeSpec.for_each`).
+Adding a graph means adding data: build a `Graph` and `register_graph()` it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deploy.errors import ConfigError
+
+PACKAGE = "deploy"
+
+# Topic names, in ONE place. Nodes use the private names on the left; the graph remaps them here.
+TOPICS = {
+    "policy_chunk": "/policy/chunk",  # policy's proposed action chunks (written by the policy only)
+    "controller_chunk": "/controller/chunk",  # chunks the controller executes (written by intervention only)
+}
+
+# Environment every node of a graph gets unless the caller already set it. Without the larger socket buffers
+# best-effort images are lost (DESIGN.md, "Facts measured"). Used by the runner and by the launch files.
+DDS_ENV_DEFAULTS = {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4?sockets_size=4MB"}
+
+ARG_KINDS = ("str", "int", "bool", "list")
+_ROS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    """One declared launch argument; values always arrive as strings (`name:=value`)."""
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None  # allowed values; None = any value of `kind`
+    kind: str = "str"  # "str" | "int" | "bool" (true|false) | "list" (comma-separated ROS names)
+
+    def __post_init__(self):
+        if self.kind not in ARG_KINDS:
+            raise ConfigError(f"launch argument '{self.name}': unknown kind '{self.kind}' "
+                              f"(choose {'|'.join(ARG_KINDS)})")
+        if self.kind == "bool" and self.choices is None:
+            object.__setattr__(self, "choices", ("true", "false"))
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The node exists only when launch argument `arg` has one of `values`."""
+
+    arg: str
+    values: tuple[str, ...]
+
+    def holds(self, args: dict[str, str]) -> bool:
+        return args[self.arg] in self.values
+
+
+@dataclass(frozen=True)
+class Implication:
+    """When `if_arg` equals `equals`, argument `then_arg` is forced to `then_value` (e.g. lockstep → sim time)."""
+
+    if_arg: str
+    equals: str
+    then_arg: str
+    then_value: str
+
+
+@dataclass(frozen=True)
+class InlineParam:
+    """A parameter set on the command line (`-p name:=value`); `template` is formatted, then typed by `kind`."""
+
+    name: str
+    template: str
+    kind: str = "str"  # "str" | "int" | "float" | "bool"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node (or one per list entry, with `for_each`) of a graph."""
+
+    name: str  # template, e.g. "camera_{item}"
+    executable: str  # console script installed in lib/deploy, e.g. "controller_node"
+    module: str  # importable module with `main()`, run as `python -m <module>`
+    params_files: tuple[str, ...] = ()  # templates, relative to the graph's config dir
+    parameters: tuple[InlineParam, ...] = ()
+    remappings: tuple[tuple[str, str], ...] = ()  # (from, to) templates
+    required: bool = False  # when it exits on its own, the whole graph stops
+    condition: Condition | None = None
+    for_each: str | None = None  # name of a "list" launch argument: one node per entry, `{item}` = entry
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A node graph: declared launch arguments and nodes in start order (shutdown is the reverse)."""
+
+    name: str
+    description: str
+    args: tuple[LaunchArg, ...]
+    nodes: tuple[NodeSpec, ...]
+    implications: tuple[Implication, ...] = ()
+    common_parameters: tuple[InlineParam, ...] = ()  # given to every node (e.g. use_sim_time)
+    config_dir: str | None = None  # None = the package's config dir, see `config_dir()`
+
+    def arg(self, name: str) -> LaunchArg:
+        return {a.name: a for a in self.args}[name]
+
+
+@dataclass(frozen=True)
+class ResolvedNode:
+    name: str
+    executable: str
+    module: str
+    params_files: tuple[Path, ...]  # absolute, checked to exist and to have the ros__parameters shape
+    parameters: tuple[tuple[str, Any], ...]  # (name, typed value), common parameters first
+    remappings: tuple[tuple[str, str], ...]
+    required: bool
+
+
+@dataclass(frozen=True)
+class ResolvedGraph:
+    name: str
+    args: dict[str, str]  # every declared argument's final value (defaults and implications applied)
+    nodes: tuple[ResolvedNode, ...]  # start order
+
+    def node(self, name: str) -> ResolvedNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+def config_dir() -> Path:
+    """The installed share/deploy/config when ament_index finds the package, else the checkout's config/."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory(PACKAGE)) / "config"
+        if installed.is_dir():
+            return installed
+    except (ImportError, LookupError, OSError, ValueError):
+        pass
+    return Path(__file__).resolve().parents[2] / "config"
+
+
+# ----------------------------------------------------------------------------------------------- graphs ---
+_REAL_ROBOT_ARGS = (
+    LaunchArg("robot", "sim", "robot backend", choices=("sim", "franka", "ur", "external")),
+    LaunchArg("policy", "", "policy checkpoint path; empty = the package's demo policy"),
+    LaunchArg("cameras", "wrist,front", "comma-separated camera names; one camera node each", kind="list"),
+    LaunchArg("use_sim_time", "false", "use /clock instead of wall time (forced true by sim_mode:=lockstep)",
+              kind="bool"),
+    LaunchArg("sim_mode", "realtime", "sim pacing; lockstep steps the sim with the graph and implies sim time",
+              choices=("realtime", "lockstep")),
+    LaunchArg("seed", "0", "random seed of the sim and the policy", kind="int"),
+)
+
+_REAL_ROBOT_NODES = (
+    NodeSpec("sim", "sim_node", "deploy.nodes.sim_node", ("sim.yaml",),
+             parameters=(InlineParam("seed", "{seed}", "int"), InlineParam("sim_mode", "{sim_mode}")),
+             required=True, condition=Condition("robot", ("sim",))),
+    NodeSpec("controller", "controller_node", "deploy.nodes.controller_node", ("controller_{robot}.yaml",),
+             remappings=(("~/chunk", TOPICS["controller_chunk"]),), required=True),
+    NodeSpec("camera_{item}", "camera_node", "deploy.nodes.camera_node", ("cameras_{robot}.yaml",),
+             parameters=(InlineParam("camera_name", "{item}"),), for_each="cameras"),
+    NodeSpec("proprioception", "proprioception_node", "deploy.nodes.proprioception_node",
+             ("proprioception.yaml",)),
+    NodeSpec("policy", "policy_node", "deploy.nodes.policy_node", ("policy.yaml",),
+             parameters=(InlineParam("checkpoint", "{policy}"), InlineParam("seed", "{seed}", "int")),
+             remappings=(("~/chunk", TOPICS["policy_chunk"]),)),
+    NodeSpec("intervention", "intervention_node", "deploy.nodes.intervention_node", ("intervention.yaml",),
+             remappings=(("~/policy_chunk", TOPICS["policy_chunk"]), ("~/chunk", TOPICS["controller_chunk"]))),
+)
+
+REAL_ROBOT = Graph(
+    name="real_robot",
+    description="policy → intervention → impedance controller on a robot (or the MuJoCo sim), with cameras",
+    args=_REAL_ROBOT_ARGS,
+    nodes=_REAL_ROBOT_NODES,
+    implications=(Implication("sim_mode", "lockstep", "use_sim_time", "true"),),
+    common_parameters=(InlineParam("use_sim_time", "{use_sim_time}", "bool"),),
+)
+
+
+def with_fixed_arg(graph: Graph, name: str, arg: str, value: str, description: str) -> Graph:
+    """A copy of `graph` named `name` whose argument `arg` can only be `value`."""
+    args = tuple(dataclasses.replace(a, default=value, choices=(value,)) if a.name == arg else a
+                 for a in graph.args)
+    return dataclasses.replace(graph, name=name, description=description, args=args)
+
+
+SIM = with_fixed_arg(REAL_ROBOT, "sim", "robot", "sim", "real_robot with robot:=sim (the MuJoCo sim process)")
+
+GRAPHS: dict[str, Graph] = {}
+
+
+def register_graph(graph: Graph) -> None:
+    """Make `graph` resolvable by name (also the hook tests use to run their own graphs)."""
+    GRAPHS[graph.name] = graph
+
+
+register_graph(REAL_ROBOT)
+register_graph(SIM)
+
+
+# ----------------------------------------------------------------------------------------------- resolve ---
+def resolve(graph_name: str, args: dict[str, str]) -> ResolvedGraph:
+    """Validate `args` (name → string value) for graph `graph_name` and return its concrete nodes."""
+    graph = GRAPHS.get(graph_name)
+    if graph is None:
+        raise ConfigError(f"unknown graph '{graph_name}' (choose {'|'.join(sorted(GRAPHS))})")
+    values = _argument_values(graph, args)
+    lists = {a.name: _split_list(a, values[a.name]) for a in graph.args if a.kind == "list"}
+    conf = Path(graph.config_dir) if graph.config_dir is not None else config_dir()
+    nodes: list[ResolvedNode] = []
+    for spec in graph.nodes:
+        if spec.condition is not None and not spec.condition.holds(values):
+            continue
+        items = lists[spec.for_each] if spec.for_each is not None else [None]
+        for item in items:
+            nodes.append(_resolve_node(graph, spec, values, item, conf))
+    names = [n.name for n in nodes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"graph '{graph.name}' has two nodes named '{duplicates[0]}'")
+    return ResolvedGraph(graph.name, values, tuple(nodes))
+
+
+def _argument_values(graph: Graph, args: dict[str, str]) -> dict[str, str]:
+    known = [a.name for a in graph.args]
+    for name in args:
+        if name not in known:
+            raise ConfigError(f"unknown launch argument '{name}' for graph '{graph.name}' "
+                              f"(known: {', '.join(known)})")
+    values = {a.name: str(args.get(a.name, a.default)) for a in graph.args}
+    for rule in graph.implications:
+        if values[rule.if_arg] == rule.equals:
+            values[rule.then_arg] = rule.then_value
+    for arg in graph.args:
+        value = values[arg.name]
+        if arg.choices is not None and value not in arg.choices:
+            raise ConfigError(f"unknown {arg.name} '{value}' (choose {'|'.join(arg.choices)})")
+        if arg.kind == "int" and not re.fullmatch(r"[+-]?\d+", value.strip()):
+            raise ConfigError(f"launch argument '{arg.name}' must be an integer, got '{value}'")
+    return values
+
+
+def _split_list(arg: LaunchArg, value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    for item in items:
+        if not _ROS_NAME.match(item):
+            raise ConfigError(f"launch argument '{arg.name}': '{item}' is not a valid name (letters, digits, _)")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"launch argument '{arg.name}' lists a name twice: '{value}'")
+    return items
+
+
+def _format(template: str, values: dict[str, str], item: str | None, where: str) -> str:
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    missing = sorted(fields - set(values) - ({"item"} if item is not None else set()))
+    if missing:
+        raise ConfigError(f"{where}: template '{template}' references unknown argument '{missing[0]}'")
+    return template.format(**values, **({"item": item} if item is not None else {}))
+
+
+def _typed(param: InlineParam, text: str, where: str) -> Any:
+    try:
+        if param.kind == "bool":
+            if text not in ("true", "false"):
+                raise ValueError
+            return text == "true"
+        if param.kind == "int":
+            return int(text)
+        if param.kind == "float":
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: parameter '{param.name}' must be a {param.kind}, got '{text}'") from None
+    return text
+
+
+def _resolve_node(graph: Graph, spec: NodeSpec, values: dict[str, str], item: str | None,
+                  conf: Path) -> ResolvedNode:
+    where = f"graph '{graph.name}', node '{spec.name}'"
+    name = _format(spec.name, values, item, where)
+    files = []
+    for template in spec.params_files:
+        path = conf / _format(template, values, item, where)
+        check_params_file(path, name)
+        files.append(path)
+    parameters = tuple((p.name, _typed(p, _format(p.template, values, item, where), f"node '{name}'"))
+                       for p in graph.common_parameters + spec.parameters)
+    remappings = tuple((_format(a, values, item, where), _format(b, values, item, where))
+                       for a, b in spec.remappings)
+    return ResolvedNode(name, spec.executable, spec.module, tuple(files), parameters, remappings, spec.required)
+
+
+def check_params_file(path: Path, node_name: str) -> None:
+    """Raise ConfigError unless `path` is YAML of shape `<node_name or /**>: ros__parameters: {...}`."""
+    if not path.is_file():
+        raise ConfigError(f"parameter file not found: {path} (for node '{node_name}')")
+    try:
+        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    if not isinstance(root, yaml.MappingNode):
+        line = root.start_mark.line + 1 if root is not None else 1
+        raise ConfigError(f"{path}:{line}: expected '<node name>: ros__parameters:' at the top level")
+    matches = {node_name, "/" + node_name, "/**", "/**/" + node_name}
+    found = False
+    for key, value in root.value:
+        where = f"{path}:{key.start_mark.line + 1}"
+        if not isinstance(value, yaml.MappingNode) or [k.value for k, _ in value.value] != ["ros__parameters"]:
+            raise ConfigError(f"{where}: section '{key.value}' must contain exactly 'ros__parameters:'")
+        params = value.value[0][1]
+        if not isinstance(params, yaml.MappingNode):
+            line = params.start_mark.line + 1
+            raise ConfigError(f"{path}:{line}: '{key.value}: ros__parameters' must be a mapping")
+        found = found or key.value in matches
+    if not found:
+        raise ConfigError(f"{path}:1: no '{node_name}:' or '/**:' section with ros__parameters")
+
+
+def parse_launch_args(tokens: list[str]) -> dict[str, str]:
+    """`["robot:=franka", "seed:=3"]` → `{"robot": "franka", "seed": "3"}` (the `ros2 launch` syntax)."""
+    out: dict[str, str] = {}
+    for token in tokens:
+        name, sep, value = token.partition(":=")
+        if not sep or not name:
+            raise ConfigError(f"launch argument '{token}' must be written name:=value")
+        out[name] = value
+    return out
+
+
+__all__ = [
+    "Condition", "DDS_ENV_DEFAULTS", "GRAPHS", "Graph", "Implication", "InlineParam", "LaunchArg", "NodeSpec",
+    "ResolvedGraph", "ResolvedNode", "TOPICS", "check_params_file", "config_dir", "parse_launch_args",
+    "register_graph", "resolve", "with_fixed_arg",
+]

@@ -1,0 +1,52 @@
+"""Translate a graph description into genuine ROS 2 launch actions (used by `launch/*.launch.py`).
+
+`launch` and `launch_ros` are imported inside the functions: they exist only on a ROS 2 distro, and this
+module must stay importable (and testable) without them. The runner (`deploy.graph.runner`) starts the very
+same `ResolvedNode`s, so a launch file and `deploy launch` cannot drift apart.
+"""
+from __future__ import annotations
+
+from deploy.graph.description import DDS_ENV_DEFAULTS, GRAPHS, ResolvedNode, resolve
+from deploy.errors import ConfigError
+
+
+def declare_arguments(graph_name: str) -> list:
+    """`DeclareLaunchArgument` for every argument of the graph, plus the package's DDS environment defaults."""
+    from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+    from launch.substitutions import EnvironmentVariable
+
+    graph = GRAPHS.get(graph_name)
+    if graph is None:
+        raise ConfigError(f"unknown graph '{graph_name}' (choose {'|'.join(sorted(GRAPHS))})")
+    actions = []
+    for arg in graph.args:
+        kwargs = {"default_value": arg.default, "description": arg.description}
+        if arg.choices is not None:
+            kwargs["choices"] = list(arg.choices)
+        actions.append(DeclareLaunchArgument(arg.name, **kwargs))
+    for name, value in DDS_ENV_DEFAULTS.items():  # keep the caller's value when set
+        actions.append(SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=value)))
+    return actions
+
+
+def launch_nodes(context, graph_name: str) -> list:
+    """OpaqueFunction body: resolve the graph with the context's argument values and emit one Node each."""
+    graph = GRAPHS[graph_name]
+    args = {a.name: context.launch_configurations[a.name] for a in graph.args
+            if a.name in context.launch_configurations}
+    return [node_action(node) for node in resolve(graph_name, args).nodes]
+
+
+def node_action(node: ResolvedNode):
+    """One `launch_ros.actions.Node` for a resolved node; a required node's exit shuts the launch down."""
+    from launch.actions import Shutdown
+    from launch_ros.actions import Node
+
+    parameters: list = [str(path) for path in node.params_files]
+    if node.parameters:
+        parameters.append(dict(node.parameters))
+    kwargs = {}
+    if node.required:
+        kwargs["on_exit"] = [Shutdown(reason=f"required node '{node.name}' exited")]
+    return Node(package="deploy", executable=node.executable, name=node.name, parameters=parameters,
+                remappings=list(node.remappings), output="screen", **kwargs)

@@ -1,0 +1,111 @@
+"""Test harness for real processes over real DDS: a private ROS domain per test, an rclpy probe node in the
+test process, and graph processes that are always reaped."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+
+_counter = itertools.count()
+
+
+def fresh_domain_id() -> int:
+    """A domain id no other test of this run uses (ids 1..100; runs are further isolated by netns)."""
+    return 1 + (os.getpid() * 7 + next(_counter)) % 100
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1", MUJOCO_GL=env.get("MUJOCO_GL", "egl"))
+    return env
+
+
+class Probe:
+    """An rclpy node in the test process, on its own context/domain, spun in a background thread."""
+
+    def __init__(self, domain_id: int, name: str = "test_probe", use_sim_time: bool = False):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context,
+                                      parameter_overrides=[rclpy.parameter.Parameter("use_sim_time", value=use_sim_time)])
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # context shut down under us at teardown
+                if self.context.ok():
+                    raise
+                return
+
+    def collect(self, msg_type, topic: str, qos=10) -> list:
+        """Subscribe and return the live list every received (receive_time_s, msg) is appended to."""
+        received: list = []
+        self.node.create_subscription(msg_type, topic, lambda m: received.append((time.monotonic(), m)), qos)
+        return received
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return predicate()
+
+
+class GraphProcess:
+    """`deploy launch ...` as a child process (own process group) with its output captured."""
+
+    def __init__(self, args: list[str], domain_id: int):
+        self.domain_id = domain_id
+        cmd = [sys.executable, "-m", "deploy.cli", "launch", *args, "--domain-id", str(domain_id)]
+        self.proc = subprocess.Popen(cmd, env=ros_environment(domain_id), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def interrupt(self, timeout_s: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        finally:
+            self.kill()
+
+    def kill(self):
+        """Last resort at teardown: nothing of the group may survive the test."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
