@@ -29,11 +29,11 @@ class InterventionNode(Node):
         super().__init__("intervention")
         self.config = declare_config(self, InterventionConfig)
         self.human_has_authority = False
-        self.cartesian_out = self.create_publisher(MultiDOFJointTrajectory, "/controller/chunk", COMMAND_QOS)
-        self.joint_out = self.create_publisher(JointTrajectory, "/controller/joint_chunk", COMMAND_QOS)
-        self.create_subscription(MultiDOFJointTrajectory, "/policy/chunk",
+        self.cartesian_out = self.create_publisher(MultiDOFJointTrajectory, "~/chunk", COMMAND_QOS)
+        self.joint_out = self.create_publisher(JointTrajectory, "~/joint_chunk", COMMAND_QOS)
+        self.create_subscription(MultiDOFJointTrajectory, "~/policy_chunk",
                                  lambda msg: self.forward_policy(self.cartesian_out, msg), COMMAND_QOS)
-        self.create_subscription(JointTrajectory, "/policy/joint_chunk",
+        self.create_subscription(JointTrajectory, "~/policy_joint_chunk",
                                  lambda msg: self.forward_policy(self.joint_out, msg), COMMAND_QOS)
         self.flag_pub = self.create_publisher(Bool, "/intervention/active", COMMAND_QOS)
         self.create_timer(1.0 / self.config.flag_rate_hz, self.publish_flag)

@@ -17,8 +17,8 @@ from deploy.errors import ConfigError
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import chunk_to_msg, image_from_msg, pose_from_msg, time_from_msg
 from deploy.sensing.observation import ObservationAssembler
-from policies import scripted  # noqa: F401  (registers the scripted policies)
-from policies.base import make_policy
+from deploy.policies import scripted  # noqa: F401  (registers the scripted policies)
+from deploy.policies.base import make_policy
 
 SCRIPTED_PREFIX = "scripted:"
 

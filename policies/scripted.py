@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from deploy.sensing.observation import Observation
-from policies.base import Policy, PolicyMetadata, register
+from deploy.policies.base import Policy, PolicyMetadata, register
 
 TOOL_DOWN_XYZW = np.array([1.0, 0.0, 0.0, 0.0])  # 180 deg about x: the TCP z axis points at the table
 

@@ -28,9 +28,12 @@ from deploy.errors import ConfigError
 PACKAGE = "deploy"
 
 # Topic names, in ONE place. Nodes use the private names on the left; the graph remaps them here.
+# Cartesian chunks are MultiDOFJointTrajectory, joint-space chunks JointTrajectory.
 TOPICS = {
     "policy_chunk": "/policy/chunk",  # policy's proposed action chunks (written by the policy only)
+    "policy_joint_chunk": "/policy/joint_chunk",
     "controller_chunk": "/controller/chunk",  # chunks the controller executes (written by intervention only)
+    "controller_joint_chunk": "/controller/joint_chunk",
 }
 
 # Environment every node of a graph gets unless the caller already set it. Without the larger socket buffers
@@ -174,16 +177,20 @@ _REAL_ROBOT_NODES = (
              parameters=(InlineParam("seed", "{seed}", "int"), InlineParam("sim_mode", "{sim_mode}")),
              required=True, condition=Condition("robot", ("sim",))),
     NodeSpec("controller", "controller_node", "deploy.nodes.controller_node", ("controller_{robot}.yaml",),
-             remappings=(("~/chunk", TOPICS["controller_chunk"]),), required=True),
+             remappings=(("~/chunk", TOPICS["controller_chunk"]),
+                         ("~/joint_chunk", TOPICS["controller_joint_chunk"])), required=True),
     NodeSpec("camera_{item}", "camera_node", "deploy.nodes.camera_node", ("cameras_{robot}.yaml",),
              parameters=(InlineParam("camera_name", "{item}"),), for_each="cameras"),
     NodeSpec("proprioception", "proprioception_node", "deploy.nodes.proprioception_node",
              ("proprioception.yaml",)),
     NodeSpec("policy", "policy_node", "deploy.nodes.policy_node", ("policy.yaml",),
              parameters=(InlineParam("checkpoint", "{policy}"), InlineParam("seed", "{seed}", "int")),
-             remappings=(("~/chunk", TOPICS["policy_chunk"]),)),
+             remappings=(("~/chunk", TOPICS["policy_chunk"]), ("~/joint_chunk", TOPICS["policy_joint_chunk"]))),
     NodeSpec("intervention", "intervention_node", "deploy.nodes.intervention_node", ("intervention.yaml",),
-             remappings=(("~/policy_chunk", TOPICS["policy_chunk"]), ("~/chunk", TOPICS["controller_chunk"]))),
+             remappings=(("~/policy_chunk", TOPICS["policy_chunk"]),
+                         ("~/policy_joint_chunk", TOPICS["policy_joint_chunk"]),
+                         ("~/chunk", TOPICS["controller_chunk"]),
+                         ("~/joint_chunk", TOPICS["controller_joint_chunk"]))),
 )
 
 REAL_ROBOT = Graph(

@@ -6,8 +6,8 @@ same `ResolvedNode`s, so a launch file and `deploy launch` cannot drift apart.
 """
 from __future__ import annotations
 
-from deploy.graph.description import DDS_ENV_DEFAULTS, GRAPHS, ResolvedNode, resolve
 from deploy.errors import ConfigError
+from deploy.graph.description import DDS_ENV_DEFAULTS, GRAPHS, ResolvedNode, resolve
 
 
 def declare_arguments(graph_name: str) -> list:

@@ -1,0 +1,118 @@
+"""The genuine ROS 2 launch files start exactly the nodes the runner starts.
+
+`launch` and `launch_ros` cannot be installed here (DESIGN.md, "Facts measured"), so this test injects a
+small fake pair of modules that records constructor arguments. This is the one place a fake is OK: it is a
+unit test of one translation function (description → launch actions), not of ROS behaviour. The recorded
+`Node(...)` arguments are turned back into the `--ros-args` a distro's launch would pass and compared with
+the runner's own command for the same resolved node.
+"""
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from deploy.graph.description import DDS_ENV_DEFAULTS, GRAPHS, resolve
+from deploy.graph.runner import node_command, param_value
+
+LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
+
+
+class Recorded:
+    """Base of the fake launch classes: remembers positional and keyword constructor arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+        self.kwargs = kwargs
+
+
+def fake_launch_modules() -> dict[str, types.ModuleType]:
+    names = ["LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable",
+             "Shutdown", "EnvironmentVariable", "LaunchConfiguration", "Node"]
+    classes = {name: type(name, (Recorded,), {}) for name in names}
+    modules = {name: types.ModuleType(name) for name in
+               ["launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions"]}
+    modules["launch"].LaunchDescription = classes["LaunchDescription"]
+    for name in ["DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable", "Shutdown"]:
+        setattr(modules["launch.actions"], name, classes[name])
+    for name in ["EnvironmentVariable", "LaunchConfiguration"]:
+        setattr(modules["launch.substitutions"], name, classes[name])
+    modules["launch_ros.actions"].Node = classes["Node"]
+    modules["launch"].actions = modules["launch.actions"]
+    modules["launch"].substitutions = modules["launch.substitutions"]
+    modules["launch_ros"].actions = modules["launch_ros.actions"]
+    return modules
+
+
+def load_and_run(launch_file: str, overrides: dict[str, str], monkeypatch):
+    """Load a launch file, 'declare' its arguments like `ros2 launch` would, run its OpaqueFunction."""
+    for name, module in fake_launch_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location(f"launch_file_{launch_file.replace('.', '_')}",
+                                                  LAUNCH_DIR / launch_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description().args[0]
+    declared = [e for e in entities if type(e).__name__ == "DeclareLaunchArgument"]
+    configurations = {e.args[0]: e.kwargs["default_value"] for e in declared}
+    configurations.update(overrides)
+    context = types.SimpleNamespace(launch_configurations=configurations)
+    opaque = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    assert len(opaque) == 1
+    nodes = opaque[0].kwargs["function"](context, *opaque[0].kwargs.get("args", []))
+    return module.GRAPH, entities, nodes
+
+
+def ros_args_of(node) -> list[str]:
+    """The `--ros-args` a distro's launch_ros passes for a recorded Node (params files, then the dict)."""
+    kw = node.kwargs
+    out = ["--ros-args", "-r", f"__node:={kw['name']}"]
+    for item in kw["parameters"]:
+        if isinstance(item, dict):
+            for name, value in item.items():
+                out += ["-p", f"{name}:={param_value(value)}"]
+        else:
+            out += ["--params-file", item]
+    for src, dst in kw["remappings"]:
+        out += ["-r", f"{src}:={dst}"]
+    return out
+
+
+CASES = [
+    ("sim.launch.py", {}),
+    ("sim.launch.py", {"sim_mode": "lockstep", "cameras": "wrist", "policy": "/x/p.safetensors", "seed": "4"}),
+    ("real_robot.launch.py", {}),
+    ("real_robot.launch.py", {"robot": "franka", "cameras": ""}),
+    ("real_robot.launch.py", {"robot": "external", "cameras": "", "use_sim_time": "true"}),
+]
+
+
+@pytest.mark.parametrize("launch_file, overrides", CASES)
+def test_launch_file_nodes_equal_the_runner_commands(launch_file, overrides, monkeypatch):
+    graph_name, entities, nodes = load_and_run(launch_file, overrides, monkeypatch)
+    assert launch_file == f"{graph_name}.launch.py"
+    resolved = resolve(graph_name, overrides)
+    assert [n.kwargs["name"] for n in nodes] == [n.name for n in resolved.nodes]
+    for node, expected in zip(nodes, resolved.nodes):
+        assert node.kwargs["package"] == "deploy"
+        assert node.kwargs["executable"] == expected.executable
+        assert node.kwargs["output"] == "screen"
+        assert ros_args_of(node) == node_command(expected)[3:]  # after `python -m <module>`
+        on_exit = node.kwargs.get("on_exit", [])
+        assert [type(a).__name__ for a in on_exit] == (["Shutdown"] if expected.required else [])
+
+
+@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real_robot.launch.py"])
+def test_launch_file_declares_every_argument_and_the_dds_transport(launch_file, monkeypatch):
+    graph_name, entities, _ = load_and_run(launch_file, {}, monkeypatch)
+    declared = [e for e in entities if type(e).__name__ == "DeclareLaunchArgument"]
+    graph = GRAPHS[graph_name]
+    assert [e.args[0] for e in declared] == [a.name for a in graph.args]
+    for entity, arg in zip(declared, graph.args):
+        assert entity.kwargs["default_value"] == arg.default
+        assert entity.kwargs.get("choices") == (list(arg.choices) if arg.choices else None)
+    env = {e.args[0]: e.args[1] for e in entities if type(e).__name__ == "SetEnvironmentVariable"}
+    assert set(env) == set(DDS_ENV_DEFAULTS)
+    for name, substitution in env.items():  # keeps the caller's value, else the package default
+        assert substitution.args == (name,) and substitution.kwargs == {"default_value": DDS_ENV_DEFAULTS[name]}
