@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
-from deploy.control.chunks import ActionSpace, Chunk
+from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
 
 BASE_FRAME = "base"
 ARM_JOINT_NAMES = [f"joint{i}" for i in range(1, 8)]
@@ -50,7 +50,7 @@ def _transform(position, quat_xyzw) -> Transform:
 
 
 def chunk_to_msg(chunk: Chunk, space: ActionSpace) -> MultiDOFJointTrajectory | JointTrajectory:
-    if space is ActionSpace.CARTESIAN:
+    if space is CARTESIAN:
         msg = MultiDOFJointTrajectory()
         msg.joint_names = list(CARTESIAN_JOINT_NAMES)
         for t_s, action in zip(chunk.times_s, chunk.actions):
@@ -73,7 +73,7 @@ def chunk_from_msg(msg: MultiDOFJointTrajectory | JointTrajectory, weight_versio
     """Message -> (Chunk, space). Shape problems surface as ChunkError when the Chunk validates itself."""
     times_s = np.array([duration_from_msg(p.time_from_start) for p in msg.points])
     if isinstance(msg, MultiDOFJointTrajectory):
-        space = ActionSpace.CARTESIAN
+        space = CARTESIAN
         rows = []
         for p in msg.points:
             tcp, gripper = p.transforms[0], p.transforms[1] if len(p.transforms) > 1 else None
@@ -82,7 +82,7 @@ def chunk_from_msg(msg: MultiDOFJointTrajectory | JointTrajectory, weight_versio
                          gripper.translation.x if gripper is not None else np.nan])
         actions = np.array(rows, dtype=float).reshape(len(rows), 8)
     else:
-        space = ActionSpace.JOINT
+        space = JOINT
         actions = np.array([list(p.positions) for p in msg.points], dtype=float)
     chunk = Chunk(stamp_s=time_from_msg(msg.header.stamp), times_s=times_s, actions=actions,
                   weight_version=weight_version)

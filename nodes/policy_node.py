@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
-from deploy.control.chunks import ActionSpace, Chunk
+from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
 from deploy.errors import ConfigError
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import chunk_to_msg, image_from_msg, pose_from_msg, time_from_msg
@@ -29,6 +29,7 @@ class PolicyNodeConfig:
     inference_rate_hz: float = 5.0  # how often a new chunk is computed [Hz]
     image_max_age_s: float = 0.2  # older camera frames stop inference [s]
     state_max_age_s: float = 0.1  # older proprioception stops inference [s]
+    seed: int = 0  # seeds stochastic policies
 
     def __post_init__(self):
         if not 0.1 <= self.inference_rate_hz <= 100.0:
@@ -49,7 +50,7 @@ class PolicyNode(Node):
         self.config = declare_config(self, PolicyNodeConfig)
         self.policy = load_policy(self.config.checkpoint)
         meta = self.policy.metadata
-        self.space = ActionSpace.CARTESIAN if meta.action_space == "cartesian" else ActionSpace.JOINT
+        self.space = CARTESIAN if meta.action_space == "cartesian" else JOINT
         max_age = {f"camera {name}": self.config.image_max_age_s for name in meta.image_keys}
         max_age["ee_pose"] = self.config.state_max_age_s
         self.assembler = ObservationAssembler(max_age, reference_key="ee_pose")
@@ -57,8 +58,8 @@ class PolicyNode(Node):
             self.create_subscription(Image, f"/cameras/{name}/image_raw",
                                      lambda msg, key=f"camera {name}": self.on_image(key, msg), SENSOR_QOS)
         self.create_subscription(PoseStamped, "/proprio/ee_pose", self.on_pose, SENSOR_QOS)
-        chunk_type = MultiDOFJointTrajectory if self.space is ActionSpace.CARTESIAN else JointTrajectory
-        topic = "~/chunk" if self.space is ActionSpace.CARTESIAN else "~/joint_chunk"
+        chunk_type = MultiDOFJointTrajectory if self.space is CARTESIAN else JointTrajectory
+        topic = "~/chunk" if self.space is CARTESIAN else "~/joint_chunk"
         self.chunk_pub = self.create_publisher(chunk_type, topic, COMMAND_QOS)
         self.version_pub = self.create_publisher(String, "~/weight_version", LATCHED_QOS)
         self.version_pub.publish(String(data=self.policy.weight_version))

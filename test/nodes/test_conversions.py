@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deploy.control.chunks import ActionSpace, Chunk
+from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
 from deploy.nodes import conversions as conv
 
 
@@ -17,10 +17,10 @@ def test_cartesian_chunk_round_trip():
     actions = rng.normal(size=(16, 8))
     actions[:, 3:7] /= np.linalg.norm(actions[:, 3:7], axis=1, keepdims=True)
     chunk = Chunk(stamp_s=12.25, times_s=0.05 * np.arange(1, 17), actions=actions)
-    msg = conv.chunk_to_msg(chunk, ActionSpace.CARTESIAN)
+    msg = conv.chunk_to_msg(chunk, CARTESIAN)
     assert msg.joint_names == ["tcp", "gripper"] and msg.header.frame_id == "base"
     back, space = conv.chunk_from_msg(msg)
-    assert space is ActionSpace.CARTESIAN
+    assert space is CARTESIAN
     assert back.stamp_s == pytest.approx(12.25)
     np.testing.assert_allclose(back.times_s, chunk.times_s, atol=1e-9)
     np.testing.assert_allclose(back.actions, actions, atol=1e-12)
@@ -29,8 +29,8 @@ def test_cartesian_chunk_round_trip():
 def test_joint_chunk_round_trip():
     actions = np.linspace(0, 1, 8 * 4).reshape(4, 8)
     chunk = Chunk(stamp_s=3.0, times_s=np.array([0.1, 0.2, 0.3, 0.4]), actions=actions)
-    back, space = conv.chunk_from_msg(conv.chunk_to_msg(chunk, ActionSpace.JOINT))
-    assert space is ActionSpace.JOINT
+    back, space = conv.chunk_from_msg(conv.chunk_to_msg(chunk, JOINT))
+    assert space is JOINT
     np.testing.assert_allclose(back.actions, actions)
 
 
