@@ -11,7 +11,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 
-from deploy.errors import DeployError
+from deploy.errors import ConfigError, DeployError
 
 ConfigT = TypeVar("ConfigT")
 
@@ -38,12 +38,21 @@ def declare_config(node: Node, config_cls: type[ConfigT], prefix: str = "") -> C
     return config_cls(**values)
 
 
+def reject_unknown_parameters(node: Node) -> None:
+    """A misspelt key in a params file would be ignored silently by rclpy; name it and refuse to start."""
+    unknown = sorted(set(node._parameter_overrides) - set(node._parameters))
+    if unknown:
+        raise ConfigError(f"node '{node.get_name()}' has no parameter(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(node._parameters))})")
+
+
 def run_node(make_node: Callable[[], Node], executor_cls=None) -> None:
     """init -> build -> spin -> shutdown; a DeployError becomes one clear line and exit code 2."""
     rclpy.init(args=sys.argv)
     node = None
     try:
         node = make_node()
+        reject_unknown_parameters(node)
         if executor_cls is None:
             from rclpy.experimental import EventsExecutor as executor_cls  # measured: lowest jitter/CPU
         executor = executor_cls()

@@ -220,8 +220,17 @@ def register_graph(graph: Graph) -> None:
     GRAPHS[graph.name] = graph
 
 
+# The demo: the sim graph plus a recorder that saves the front camera as an MP4 and a PNG strip.
+DEMO = dataclasses.replace(
+    SIM, name="demo", description="the sim graph, recording the front camera for a person to look at",
+    args=SIM.args + (LaunchArg("video", "runs/demo/front.mp4", "where the front-camera MP4 is written"),),
+    nodes=SIM.nodes + (NodeSpec("frame_recorder", "frame_recorder_node", "deploy.nodes.frame_recorder_node",
+                                parameters=(InlineParam("camera_name", "front"), InlineParam("output_path", "{video}"))),),
+)
+
 register_graph(REAL_ROBOT)
 register_graph(SIM)
+register_graph(DEMO)
 
 
 # ----------------------------------------------------------------------------------------------- resolve ---
