@@ -38,6 +38,14 @@ def declare_config(node: Node, config_cls: type[ConfigT], prefix: str = "") -> C
     return config_cls(**values)
 
 
+def declare_prefixed(node: Node, prefix: str) -> dict:
+    """Declare whatever parameters under `prefix` the params file gives (backend-specific options, e.g.
+    `robot_params.ip`) and return them without the prefix; the backend validates the names."""
+    names = [name for name in node._parameter_overrides if name.startswith(prefix)]
+    return {name[len(prefix):]: node.declare_parameter(name, node._parameter_overrides[name].value).value
+            for name in names}
+
+
 def reject_unknown_parameters(node: Node) -> None:
     """A misspelt key in a params file would be ignored silently by rclpy; name it and refuse to start."""
     unknown = sorted(set(node._parameter_overrides) - set(node._parameters))

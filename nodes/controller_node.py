@@ -19,7 +19,7 @@ from deploy.control.impedance import CartesianImpedanceConfig
 from deploy.control.loop import CartesianControlLoop
 from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
-from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_config, run_node
+from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
 from deploy.nodes.conversions import (chunk_from_msg, joint_state_to_msg, labelled_array_to_msg, pose_to_msg,
                                       time_to_msg)
 from deploy.robots.registry import make_robot
@@ -27,8 +27,7 @@ from deploy.robots.registry import make_robot
 
 @dataclasses.dataclass
 class ControllerNodeConfig:
-    robot: str = "sim"  # robot backend (sim|franka|ur|external)
-    link_name: str = ""  # sim backend: link to the sim process ("" = this ROS domain's default)
+    robot: str = "sim"  # robot backend (sim|franka|ur|external); its options come as robot_params.<name>
     state_publish_rate_hz: float = 250.0  # /robot/joint_states rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
 
@@ -45,8 +44,7 @@ class ControllerNode(Node):
         executor_config = declare_config(self, ChunkExecutorConfig, "chunks.")
         impedance_config = declare_config(self, CartesianImpedanceConfig, "impedance.")
         safety_config = declare_config(self, SafetyConfig, "safety.")
-        robot_params = {"link_name": self.config.link_name or None} if self.config.robot == "sim" else {}
-        self.robot = make_robot(self.config.robot, **robot_params)
+        self.robot = make_robot(self.config.robot, **declare_prefixed(self, "robot_params."))
         self.robot.connect()
         self.loop = CartesianControlLoop(self.robot, executor_config, impedance_config, safety_config)
         self.add_on_set_parameters_callback(self.on_set_parameters)
