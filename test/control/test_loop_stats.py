@@ -1,0 +1,22 @@
+import pytest
+
+from deploy.control.loop import LoopStats
+
+
+def test_steady_loop_has_no_jitter_or_misses():
+    stats = LoopStats(period_s=0.001)
+    for i in range(1000):
+        stats.record(i * 0.001)
+    summary = stats.summary()
+    assert summary["rate_hz"] == pytest.approx(1000.0)
+    assert summary["jitter_p99_ms"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["missed_deadline_pct"] == 0.0
+
+
+def test_a_stall_counts_the_ticks_it_missed():
+    stats = LoopStats(period_s=0.001)
+    stamps = [i * 0.001 for i in range(100)] + [0.099 + 0.005 + i * 0.001 for i in range(100)]
+    for stamp in stamps:
+        stats.record(stamp)
+    assert stats.missed_deadlines == 4  # a 5 ms gap is 4 missed 1 ms ticks
+    assert stats.summary()["missed_deadline_pct"] == pytest.approx(100 * 4 / 200)
