@@ -9,7 +9,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from deploy.errors import ConfigError
 from deploy.sensing.cameras import make_camera
-from deploy.nodes.common import SENSOR_QOS, declare_config, run_node
+from deploy.nodes.common import SENSOR_QOS, connect_with_retry, declare_config, run_node
 from deploy.nodes.conversions import camera_info_to_msg, image_to_msg
 
 
@@ -35,7 +35,7 @@ class CameraNode(Node):
         if self.config.kind == "sim":
             params["link_name"] = self.config.link_name or None
         self.camera = make_camera(self.config.kind, **params)
-        self.camera.open()
+        connect_with_retry(self, self.camera.open, f"camera '{self.config.camera_name}'")
         self.frame_id = f"{self.config.camera_name}_optical_frame"
         base = f"/cameras/{self.config.camera_name}"
         self.image_pub = self.create_publisher(Image, f"{base}/image_raw", SENSOR_QOS)

@@ -19,7 +19,7 @@ from deploy.control.impedance import CartesianImpedanceConfig
 from deploy.control.loop import CartesianControlLoop
 from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
-from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
+from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, connect_with_retry, declare_config, declare_prefixed, run_node
 from deploy.nodes.conversions import (chunk_from_msg, joint_state_to_msg, labelled_array_to_msg, pose_to_msg,
                                       time_to_msg)
 from deploy.robots.registry import make_robot
@@ -45,7 +45,7 @@ class ControllerNode(Node):
         impedance_config = declare_config(self, CartesianImpedanceConfig, "impedance.")
         safety_config = declare_config(self, SafetyConfig, "safety.")
         self.robot = make_robot(self.config.robot, **declare_prefixed(self, "robot_params."))
-        self.robot.connect()
+        connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'")
         self.loop = CartesianControlLoop(self.robot, executor_config, impedance_config, safety_config)
         self.add_on_set_parameters_callback(self.on_set_parameters)
 

@@ -11,8 +11,8 @@ import dataclasses
 from typing import ClassVar
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from deploy.control import rotations
 from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, RobotModel
 
@@ -123,8 +123,8 @@ class CartesianImpedanceConfig(BoundedConfig):
 
 def pose_error_in_base(position_m, quat_xyzw, target_position_m, target_quat_xyzw) -> np.ndarray:
     """(6,) [position error; rotation vector of R R_target^-1], both current-minus-target in the base frame."""
-    rotation_error = Rotation.from_quat(quat_xyzw) * Rotation.from_quat(target_quat_xyzw).inv()
-    return np.concatenate([np.asarray(position_m) - target_position_m, rotation_error.as_rotvec()])
+    return np.concatenate([np.asarray(position_m) - target_position_m,
+                           rotations.base_frame_error(quat_xyzw, target_quat_xyzw)])
 
 
 def task_space_inertia(jacobian: np.ndarray, mass_matrix: np.ndarray) -> np.ndarray:
@@ -153,7 +153,7 @@ class CartesianImpedance:
         self._shaper = _TorqueShaper()
         self._gains = self._config_gains()
         self._target_position_m: np.ndarray | None = None
-        self._target_rotation: Rotation | None = None
+        self._target_quat_xyzw: np.ndarray | None = None
 
     def _config_gains(self) -> np.ndarray:
         """(7,) [translational (3), rotational (3), nullspace] stiffness, the quantities the gain filter moves."""
@@ -170,18 +170,17 @@ class CartesianImpedance:
         self._shaper.reset(tau_active_nm)
         self._gains = self._config_gains()
         self._target_position_m = None
-        self._target_rotation = None
+        self._target_quat_xyzw = None
 
     def _filter_target(self, target_position_m, target_quat_xyzw, dt_s: float) -> None:
-        target_rotation = Rotation.from_quat(target_quat_xyzw)
         if self._target_position_m is None:
             self._target_position_m = np.asarray(target_position_m, dtype=float).copy()
-            self._target_rotation = target_rotation
+            self._target_quat_xyzw = np.asarray(target_quat_xyzw, dtype=float).copy()
             return
         alpha = _per_tick_rate(self.config.target_filter_per_tick, dt_s)
         self._target_position_m += alpha * (np.asarray(target_position_m) - self._target_position_m)
-        step = (self._target_rotation.inv() * target_rotation).as_rotvec()
-        self._target_rotation = self._target_rotation * Rotation.from_rotvec(alpha * step)
+        step = rotations.local_rotvec(self._target_quat_xyzw, target_quat_xyzw)
+        self._target_quat_xyzw = rotations.apply_local_rotvec(self._target_quat_xyzw, alpha * step)
 
     def compute(self, q_rad, dq_rad_s, target_position_m, target_quat_xyzw, model: RobotModel, dt_s: float,
                 stiffness_scale: float = 1.0) -> np.ndarray:
@@ -198,7 +197,7 @@ class CartesianImpedance:
         tau_gravity_nm = model.bias_torque(q_rad, np.zeros(ARM_DOF))
         tau_coriolis_nm = model.bias_torque(q_rad, dq_rad_s) - tau_gravity_nm
 
-        error = pose_error_in_base(position_m, quat_xyzw, self._target_position_m, self._target_rotation.as_quat())
+        error = pose_error_in_base(position_m, quat_xyzw, self._target_position_m, self._target_quat_xyzw)
         error_limit = np.array([*c.max_translational_error_m, *c.max_rotational_error_rad])
         error_clipped = np.clip(error, -error_limit, error_limit)  # (6,) reference limiting
         inertia = task_space_inertia(jacobian, mass_matrix)  # (6, 6)

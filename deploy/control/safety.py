@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from deploy.control import rotations
 from deploy.control.impedance import BoundedConfig
 from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, RobotModel
@@ -210,27 +211,26 @@ class SafetyLayer:
         c = self.config
         clamped_m = np.clip(position_m, c.workspace_min_m, c.workspace_max_m)
         self._flag("workspace", not np.array_equal(clamped_m, position_m))
-        nominal = Rotation.from_quat(c.nominal_quat_xyzw)
-        offset = (nominal.inv() * Rotation.from_quat(quat_xyzw)).as_rotvec()  # in the nominal frame
+        offset = rotations.local_rotvec(c.nominal_quat_xyzw, quat_xyzw)  # in the nominal frame
         angle_rad = np.linalg.norm(offset)
         self._flag("orientation", angle_rad > c.max_orientation_error_rad)
         if angle_rad > c.max_orientation_error_rad:
-            quat_xyzw = (nominal * Rotation.from_rotvec(offset * c.max_orientation_error_rad / angle_rad)).as_quat()
+            quat_xyzw = rotations.apply_local_rotvec(c.nominal_quat_xyzw, offset * c.max_orientation_error_rad / angle_rad)
         return clamped_m, quat_xyzw
 
     def _rate_limit_pose(self, position_m, quat_xyzw, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
-        previous_m, previous = self._pose[0], Rotation.from_quat(self._pose[1])
+        previous_m, previous_xyzw = self._pose
         step_m = position_m - previous_m
         distance_m, max_distance_m = np.linalg.norm(step_m), c.max_tcp_speed_m_per_s * dt_s
-        step_rad = (previous.inv() * Rotation.from_quat(quat_xyzw)).as_rotvec()  # in the previous TCP frame
+        step_rad = rotations.local_rotvec(previous_xyzw, quat_xyzw)  # in the previous TCP frame
         angle_rad, max_angle_rad = np.linalg.norm(step_rad), c.max_angular_speed_rad_per_s * dt_s
         self._flag("speed", distance_m > max_distance_m + 1e-12 or angle_rad > max_angle_rad + 1e-12)
         if distance_m > max_distance_m:
             step_m = step_m * max_distance_m / distance_m
         if angle_rad > max_angle_rad:
             step_rad = step_rad * max_angle_rad / angle_rad
-        return previous_m + step_m, (previous * Rotation.from_rotvec(step_rad)).as_quat()
+        return previous_m + step_m, rotations.apply_local_rotvec(previous_xyzw, step_rad)
 
     # ----- joint references ---------------------------------------------------------------------------------
     def filter_joint_reference(self, candidate_q_rad, now_s: float, measured_q_rad) -> SafeJointReference | None:

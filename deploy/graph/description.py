@@ -174,7 +174,7 @@ _REAL_ROBOT_ARGS = (
 
 _REAL_ROBOT_NODES = (
     NodeSpec("sim", "sim_node", "deploy.nodes.sim_node", ("sim.yaml",),
-             parameters=(InlineParam("seed", "{seed}", "int"), InlineParam("sim_mode", "{sim_mode}")),
+             parameters=(InlineParam("seed", "{seed}", "int"), InlineParam("mode", "{sim_mode}")),
              required=True, condition=Condition("robot", ("sim",))),
     NodeSpec("controller", "controller_node", "deploy.nodes.controller_node", ("controller_{robot}.yaml",),
              remappings=(("~/chunk", TOPICS["controller_chunk"]),

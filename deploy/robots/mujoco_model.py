@@ -9,7 +9,11 @@ from deploy.sim.scene import ARM_JOINTS, TCP_SITE, build_robot_model
 
 
 class MujocoRobotModel(RobotModel):
-    """Evaluates kinematics/dynamics on a private MjData; gripper joints are held at their reference."""
+    """Evaluates kinematics/dynamics on a private MjData; gripper joints are held at their reference.
+
+    One control tick asks for pose, Jacobian, inertia and bias at the same (q, dq): the first call evaluates
+    everything with one mj_forward (+ one mj_rne for the velocity terms) and the rest reuse it.
+    """
 
     def __init__(self, model: mujoco.MjModel | None = None):
         self._model = model if model is not None else build_robot_model()
@@ -23,43 +27,59 @@ class MujocoRobotModel(RobotModel):
                         and self._model.actuator_trnid[i, 0] in joint_ids]
         self._tau_limits = np.abs(self._model.actuator_ctrlrange[actuator_ids, 1]).copy()
         assert len(self._tau_limits) == ARM_DOF
+        self._q_key: bytes | None = None
+        self._dq_key: bytes | None = None
+        self._jac_pos = np.zeros((3, self._model.nv))
+        self._jac_rot = np.zeros((3, self._model.nv))
+        self._full_mass = np.zeros((self._model.nv, self._model.nv))
+        self._rne = np.zeros(self._model.nv)
 
-    def _set(self, q_rad: np.ndarray, dq_rad_s: np.ndarray | None = None) -> None:
-        self._data.qpos[self._qpos_idx] = q_rad
+    def _at(self, q_rad) -> None:
+        """Position-dependent quantities at q (velocity zero), evaluated once per distinct q."""
+        q = np.asarray(q_rad, dtype=float)
+        key = q.tobytes()
+        if key == self._q_key:
+            return
+        self._data.qpos[self._qpos_idx] = q
         self._data.qvel[:] = 0.0
-        if dq_rad_s is not None:
-            self._data.qvel[self._dof_idx] = dq_rad_s
-
-    def ee_pose(self, q_rad):
-        self._set(q_rad)
-        mujoco.mj_kinematics(self._model, self._data)
-        position = self._data.site_xpos[self._site_id].copy()
+        mujoco.mj_forward(self._model, self._data)
+        self._position = self._data.site_xpos[self._site_id].copy()
         quat_wxyz = np.empty(4)
         mujoco.mju_mat2Quat(quat_wxyz, self._data.site_xmat[self._site_id])
-        return position, np.roll(quat_wxyz, -1)
+        self._quat_xyzw = np.roll(quat_wxyz, -1)
+        mujoco.mj_jacSite(self._model, self._data, self._jac_pos, self._jac_rot, self._site_id)
+        self._jacobian = np.vstack([self._jac_pos[:, self._dof_idx], self._jac_rot[:, self._dof_idx]])
+        mujoco.mj_fullM(self._model, self._data, self._full_mass)
+        self._mass = self._full_mass[np.ix_(self._dof_idx, self._dof_idx)].copy()
+        self._gravity = self._data.qfrc_bias[self._dof_idx].copy()
+        self._q_key, self._dq_key = key, None
+
+    def ee_pose(self, q_rad):
+        self._at(q_rad)
+        return self._position.copy(), self._quat_xyzw.copy()
 
     def jacobian(self, q_rad):
-        self._set(q_rad)
-        mujoco.mj_kinematics(self._model, self._data)
-        mujoco.mj_comPos(self._model, self._data)
-        jac_pos = np.zeros((3, self._model.nv))
-        jac_rot = np.zeros((3, self._model.nv))
-        mujoco.mj_jacSite(self._model, self._data, jac_pos, jac_rot, self._site_id)
-        return np.vstack([jac_pos[:, self._dof_idx], jac_rot[:, self._dof_idx]])
+        self._at(q_rad)
+        return self._jacobian.copy()
 
     def mass_matrix(self, q_rad):
-        self._set(q_rad)
-        mujoco.mj_kinematics(self._model, self._data)
-        mujoco.mj_comPos(self._model, self._data)
-        mujoco.mj_crb(self._model, self._data)
-        full = np.zeros((self._model.nv, self._model.nv))
-        mujoco.mj_fullM(self._model, self._data, full)
-        return full[np.ix_(self._dof_idx, self._dof_idx)]
+        self._at(q_rad)
+        return self._mass.copy()
 
     def bias_torque(self, q_rad, dq_rad_s):
-        self._set(q_rad, dq_rad_s)
-        mujoco.mj_forward(self._model, self._data)
-        return self._data.qfrc_bias[self._dof_idx].copy()
+        self._at(q_rad)
+        dq = np.asarray(dq_rad_s, dtype=float)
+        if not dq.any():
+            return self._gravity.copy()
+        key = dq.tobytes()
+        if key != self._dq_key:
+            self._data.qvel[:] = 0.0
+            self._data.qvel[self._dof_idx] = dq
+            mujoco.mj_comVel(self._model, self._data)  # rne reads the com velocities
+            mujoco.mj_rne(self._model, self._data, 0, self._rne)  # C(q, dq) dq + g, zero acceleration
+            self._bias = self._rne[self._dof_idx].copy()
+            self._dq_key = key
+        return self._bias.copy()
 
     @property
     def joint_limits_rad(self):

@@ -1,0 +1,81 @@
+"""The sim backend: reaches the MuJoCo Panda process over its shared-memory link, like a driver reaching a
+real arm over its fieldbus. Kinematics and dynamics come from MuJoCo (the stand-in for libfranka's model)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from deploy.errors import RobotConnectionError
+from deploy.robots.base import Capability, Robot, RobotState
+from deploy.robots.mujoco_model import MujocoRobotModel
+from deploy.sim.link import LinkClient
+from deploy.sim.physics import GRIPPER_OPEN_WIDTH_M
+
+SPIN_BEFORE_SLEEP = 200  # polls before falling back to 50 µs sleeps while waiting for a sample
+
+
+class SimRobot(Robot):
+    capabilities = Capability.TORQUE
+
+    def __init__(self, link_name: str | None = None):
+        self.link_name = link_name
+        self.model = MujocoRobotModel()
+        self._link: LinkClient | None = None
+        self._latest: RobotState | None = None
+        self._gripper_width_m = GRIPPER_OPEN_WIDTH_M
+
+    def connect(self) -> None:
+        self._link = LinkClient(self.link_name)
+
+    def _read(self) -> RobotState | None:
+        sample = self._connected_link().read_state()
+        if sample is None:
+            return self._latest
+        self._latest = RobotState(sample.stamp_s, sample.q_rad, sample.dq_rad_s, sample.tau_nm,
+                                  sample.gripper_width_m, seq=sample.seq)
+        return self._latest
+
+    def read_state(self) -> RobotState:
+        return self._read()
+
+    def wait_for_state(self, after_seq: int, timeout_s: float) -> RobotState | None:
+        """Block until the sim publishes a sample newer than `after_seq` (its 1 kHz clock paces the loop)."""
+        link = self._connected_link()
+        deadline = time.monotonic() + timeout_s
+        polls = 0
+        while True:
+            if link.state_seq() > after_seq:
+                state = self._read()
+                if state is not None and state.seq > after_seq:
+                    return state
+            if time.monotonic() > deadline:
+                return None
+            polls += 1
+            if polls > SPIN_BEFORE_SLEEP:
+                time.sleep(0.00005)
+
+    def _connected_link(self) -> LinkClient:
+        if self._link is None:
+            raise RobotConnectionError(f"sim robot on link '{self.link_name}' is not connected (call connect())")
+        return self._link
+
+    def command_torque(self, tau_nm: np.ndarray) -> np.ndarray:
+        limits = self.model.torque_limits_nm
+        sent = np.clip(np.nan_to_num(np.asarray(tau_nm, dtype=float), nan=0.0), -limits, limits)
+        answers = self._latest.seq if self._latest is not None else 0
+        self._connected_link().write_command(answers, sent, self._gripper_width_m)
+        return sent
+
+    def command_gripper(self, width_m: float) -> float:
+        """Takes effect with the next torque command (both travel in one link message)."""
+        self._gripper_width_m = float(np.clip(width_m, 0.0, GRIPPER_OPEN_WIDTH_M))
+        return self._gripper_width_m
+
+    def stop(self) -> None:
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    def clock_now_s(self) -> float | None:
+        return self._link.sim_time_s() if self._link is not None and self._link.lockstep else None

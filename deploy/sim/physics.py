@@ -1,0 +1,122 @@
+"""The simulated Panda as hardware: joint torques in, joint state out, brakes when nobody commands it.
+
+ROS-free and single-threaded: the caller (SimRunner) owns the stepping thread and locks around access.
+"""
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from deploy.sim import scene
+
+GRIPPER_OPEN_WIDTH_M = 0.085  # Robotiq 2F-85 stroke
+GRIPPER_CTRL_CLOSED = 255.0  # fingers_actuator: 0 = open, 255 = closed
+DRIVER_CLOSED_RAD = 0.8  # driver joint range 0 (open) .. 0.8 (closed)
+BRAKE_STIFFNESS_NM_PER_RAD = 400.0  # brakes: a stiff PD around the pose where they engaged
+BRAKE_DAMPING_NM_S_PER_RAD = 40.0
+
+
+class PandaSim:
+    def __init__(self, model: mujoco.MjModel | None = None):
+        self.model = model if model is not None else scene.build_scene()
+        self.data = mujoco.MjData(self.model)
+        joint_ids = [self.model.joint(name).id for name in scene.ARM_JOINTS]
+        self._arm_qpos = np.array([self.model.jnt_qposadr[j] for j in joint_ids])
+        self._arm_dof = np.array([self.model.jnt_dofadr[j] for j in joint_ids])
+        self._arm_actuators = np.array([self.model.actuator(f"actuator{i}").id for i in range(1, 8)])
+        self._tau_limit_nm = self.model.actuator_ctrlrange[self._arm_actuators, 1].copy()
+        self._gripper_actuator = self.model.actuator("fingers_actuator").id
+        self._driver_qpos = self.model.jnt_qposadr[self.model.joint("right_driver_joint").id]
+        self._cube_qpos = self.model.jnt_qposadr[self.model.joint("cube").id]
+        self._hand_body = self.model.body("hand").id if _has_body(self.model, "hand") else self.model.site(
+            scene.TCP_SITE).bodyid
+        self._brake_q_rad: np.ndarray | None = None
+        self.tau_applied_nm = np.zeros(7)
+        self.reset(seed=0)
+
+    # --- episode --------------------------------------------------------------------------------------------
+    def reset(self, seed: int) -> None:
+        """Arm at home, gripper open, cube at a seeded random pose in the start region."""
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._arm_qpos] = scene.HOME_Q_RAD
+        rng = np.random.default_rng(seed)
+        xy = [rng.uniform(*scene.CUBE_START_X_M), rng.uniform(*scene.CUBE_START_Y_M)]
+        yaw = rng.uniform(-np.pi, np.pi)
+        self.set_cube_pose(np.array([*xy, scene.CUBE_HALF_SIZE_M]), Rotation.from_euler("z", yaw).as_quat())
+        self._brake_q_rad = None
+        mujoco.mj_forward(self.model, self.data)
+
+    def set_cube_pose(self, position_m, quat_xyzw) -> None:
+        """Place the cube (by hand, as in a test), at rest."""
+        i = self._cube_qpos
+        self.data.qpos[i:i + 3] = position_m
+        self.data.qpos[i + 3:i + 7] = np.roll(np.asarray(quat_xyzw, dtype=float), 1)  # MuJoCo is wxyz
+        cube_dof = self.model.jnt_dofadr[self.model.joint("cube").id]
+        self.data.qvel[cube_dof:cube_dof + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    # --- hardware I/O ---------------------------------------------------------------------------------------
+    def step(self, tau_nm: np.ndarray | None, gripper_width_m: float | None) -> None:
+        """One 1 ms step. `tau_nm` None = no fresh command: the brakes hold the arm where they engaged."""
+        if tau_nm is None or not np.all(np.isfinite(tau_nm)):
+            brake = self._brake_torque()  # brakes act on the joints directly, beyond the motors' limits
+            self.data.qfrc_applied[self._arm_dof] = brake
+            tau = np.zeros(7)
+        else:
+            self._brake_q_rad = None
+            self.data.qfrc_applied[self._arm_dof] = 0.0
+            tau = np.clip(tau_nm, -self._tau_limit_nm, self._tau_limit_nm)
+        self.tau_applied_nm = tau
+        self.data.ctrl[self._arm_actuators] = tau
+        if gripper_width_m is not None and np.isfinite(gripper_width_m):
+            closed_fraction = 1.0 - np.clip(gripper_width_m / GRIPPER_OPEN_WIDTH_M, 0.0, 1.0)
+            self.data.ctrl[self._gripper_actuator] = closed_fraction * GRIPPER_CTRL_CLOSED
+        mujoco.mj_step(self.model, self.data)
+
+    def _brake_torque(self) -> np.ndarray:
+        q, dq = self.data.qpos[self._arm_qpos], self.data.qvel[self._arm_dof]
+        if self._brake_q_rad is None:
+            self._brake_q_rad = q.copy()
+        gravity = self.data.qfrc_bias[self._arm_dof]
+        return BRAKE_STIFFNESS_NM_PER_RAD * (self._brake_q_rad - q) - BRAKE_DAMPING_NM_S_PER_RAD * dq + gravity
+
+    @property
+    def braking(self) -> bool:
+        return self._brake_q_rad is not None
+
+    def apply_ee_wrench(self, force_n, torque_nm) -> None:
+        """External push on the hand (world frame) until replaced; zeros release it."""
+        self.data.xfrc_applied[self._hand_body, 0:3] = force_n
+        self.data.xfrc_applied[self._hand_body, 3:6] = torque_nm
+
+    @property
+    def time_s(self) -> float:
+        return float(self.data.time)
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(q (7,), dq (7,), tau measured (7,)) — measured torque = what the motors applied."""
+        return (self.data.qpos[self._arm_qpos].copy(), self.data.qvel[self._arm_dof].copy(),
+                self.tau_applied_nm.copy())
+
+    def gripper_width_m(self) -> float:
+        closed_fraction = np.clip(self.data.qpos[self._driver_qpos] / DRIVER_CLOSED_RAD, 0.0, 1.0)
+        return float(GRIPPER_OPEN_WIDTH_M * (1.0 - closed_fraction))
+
+    # --- task -----------------------------------------------------------------------------------------------
+    def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        i = self._cube_qpos
+        return self.data.qpos[i:i + 3].copy(), np.roll(self.data.qpos[i + 3:i + 7], -1)
+
+    def success(self) -> bool:
+        """Cube centre inside the goal square and resting on the table."""
+        position, _ = self.cube_pose()
+        inside = np.all(np.abs(position[:2] - scene.GOAL_CENTER_M) <= scene.GOAL_HALF_SIZE_M)
+        return bool(inside and position[2] < scene.CUBE_HALF_SIZE_M + 0.01)
+
+    def tcp_position_m(self) -> np.ndarray:
+        return self.data.site(scene.TCP_SITE).xpos.copy()
+
+
+def _has_body(model: mujoco.MjModel, name: str) -> bool:
+    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name) >= 0
