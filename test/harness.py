@@ -93,11 +93,17 @@ class GraphProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    def wait(self, timeout_s: float) -> int:
+        """Wait for the graph to exit on its own; its whole output is read when this returns."""
+        code = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        return code
+
     def interrupt(self, timeout_s: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            return self.proc.wait(timeout=timeout_s)
+            return self.wait(timeout_s)
         finally:
             self.kill()
 
