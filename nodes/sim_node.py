@@ -19,7 +19,7 @@ from deploy.sim.link import default_link_name
 from deploy.sim.process import SimConfig, SimRunner
 
 TASK_PUBLISH_RATE_HZ = 30.0
-CLOCK_PERIOD_S = 0.001  # lockstep: /clock every simulated millisecond
+CLOCK_PERIOD_S = 0.005  # lockstep: /clock every 5 simulated ms (every node with sim time receives it)
 
 
 class SimNode(Node):
@@ -28,6 +28,7 @@ class SimNode(Node):
         self.config = declare_config(self, SimConfig)
         self.set_parameters([Parameter("use_sim_time", value=False)])  # the sim is the clock's source
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self._next_clock_s = 0.0
         self.cube_pub = self.create_publisher(PoseStamped, "/sim/cube_pose", COMMAND_QOS)
         self.success_pub = self.create_publisher(Bool, "/sim/success", COMMAND_QOS)
         self.create_subscription(WrenchStamped, "/sim/ee_wrench", self.on_wrench, COMMAND_QOS)
@@ -40,6 +41,9 @@ class SimNode(Node):
         self._task_thread.start()
 
     def publish_clock(self, stamp_s: float):
+        if stamp_s + 1e-9 < self._next_clock_s or not self.context.ok():  # not due, or shutting down
+            return
+        self._next_clock_s = stamp_s + CLOCK_PERIOD_S
         self.clock_pub.publish(Clock(clock=time_to_msg(stamp_s)))
 
     def publish_task_loop(self):
@@ -59,7 +63,7 @@ class SimNode(Node):
         return response
 
     def close(self):
-        self.runner.stop()
+        self.runner.stop()  # also called before the context goes down on SIGTERM; see publish_clock
         self._thread.join(timeout=5.0)
         self._task_thread.join(timeout=2.0)
 
