@@ -140,7 +140,8 @@ class ControllerNode(Node):
                   "chunks_rejected": str(self.loop.rejected_chunks), "last_rejection": self.loop.last_rejection,
                   "stiffness_scale": f"{tick.stiffness_scale:.2f}" if tick else "n/a",
                   "last_trip": self.loop.safety.last_trip_reason or "",
-                  **{f"trips.{k}": str(v) for k, v in trips.items()}}
+                  **{f"trips.{k}": str(v) for k, v in trips.items()},
+                  "trips.bad_chunk": str(self.loop.rejected_chunks)}
         level = DiagnosticStatus.OK if not self.loop.safety.last_trip_reason else DiagnosticStatus.WARN
         diag = DiagnosticStatus(level=level, name="controller: loop", hardware_id=self.config.robot,
                                 message=self.loop.safety.last_trip_reason or "ok",

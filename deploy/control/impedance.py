@@ -183,8 +183,12 @@ class CartesianImpedance:
         self._target_quat_xyzw = rotations.apply_local_rotvec(self._target_quat_xyzw, alpha * step)
 
     def compute(self, q_rad, dq_rad_s, target_position_m, target_quat_xyzw, model: RobotModel, dt_s: float,
-                stiffness_scale: float = 1.0) -> np.ndarray:
-        """Joint torque (7,) [Nm] for a TCP target in the base frame; `stiffness_scale` 0..1 from the safety layer."""
+                stiffness_scale: float = 1.0, tau_extra_nm: np.ndarray | None = None) -> np.ndarray:
+        """Joint torque (7,) [Nm] for a TCP target in the base frame; `stiffness_scale` 0..1 from the safety layer.
+
+        `tau_extra_nm` (7,): further active torque (the safety layer's joint-limit repulsion), rate-limited with
+        the rest so nothing added to the command can jump.
+        """
         c = self.config
         q_rad, dq_rad_s = np.asarray(q_rad, dtype=float), np.asarray(dq_rad_s, dtype=float)
         self._filter_target(target_position_m, target_quat_xyzw, dt_s)
@@ -210,6 +214,8 @@ class CartesianImpedance:
                       - _joint_damping(stiffness_null, mass_matrix, c.damping_ratio) * dq_rad_s)
         projector = np.eye(ARM_DOF) - jacobian.T @ inertia @ jacobian @ np.linalg.inv(mass_matrix)  # (7, 7)
         tau_active_nm = tau_task_nm + projector @ posture_pd + tau_coriolis_nm
+        if tau_extra_nm is not None:
+            tau_active_nm = tau_active_nm + tau_extra_nm
         return self._shaper.shape(tau_active_nm, tau_gravity_nm if c.add_gravity else 0.0,
                                   c.max_torque_rate_nm_per_tick, dt_s, model.torque_limits_nm)
 

@@ -105,9 +105,9 @@ class CartesianControlLoop:
             try:
                 self.executor.submit(chunk, now_s)
                 self.safety.notify_chunk(now_s)
-            except ChunkError as error:  # a bad chunk is a counted trip, never an exception out of the loop
-                self.rejected_chunks += 1
-                self.last_rejection = str(error)
+            except Exception as error:  # noqa: BLE001 -- a chunk that cannot be spliced is a counted trip,
+                self.rejected_chunks += 1  # never an exception out of the loop
+                self.last_rejection = f"{type(error).__name__}: {error}" if not isinstance(error, ChunkError) else str(error)
         candidate = self.executor.sample(now_s)  # (8,) or None before the first chunk
         measured_pose = self.robot.model.ee_pose(state.q_rad)
         pose = None if candidate is None else (candidate[0:3], candidate[3:7])
@@ -115,8 +115,8 @@ class CartesianControlLoop:
         if safe is None:  # no valid measurement ever: command nothing, the robot brakes
             return None
         tau_nm = self.impedance.compute(state.q_rad, state.dq_rad_s, safe.position_m, safe.quat_xyzw,
-                                        self.robot.model, self.period_s, stiffness_scale=safe.stiffness_scale)
-        tau_nm = tau_nm + self.safety.joint_limit_torque(state.q_rad)
+                                        self.robot.model, self.period_s, stiffness_scale=safe.stiffness_scale,
+                                        tau_extra_nm=self.safety.joint_limit_torque(state.q_rad))
         tau_sent_nm = self.robot.command_torque(tau_nm)
         if candidate is not None and np.isfinite(candidate[GRIPPER_INDEX]):
             self._gripper_width_m = float(candidate[GRIPPER_INDEX])

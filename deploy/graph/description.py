@@ -220,6 +220,14 @@ def register_graph(graph: Graph) -> None:
     GRAPHS[graph.name] = graph
 
 
+# The hardware side alone (robot or sim, controller, cameras, proprioception): for users who stream their own
+# chunks to /controller/chunk, and for controller tests.
+ROBOT = dataclasses.replace(
+    REAL_ROBOT, name="robot", description="robot (or sim), controller, cameras and proprioception; no policy",
+    args=tuple(a for a in REAL_ROBOT.args if a.name != "policy"),
+    nodes=tuple(n for n in REAL_ROBOT.nodes if n.name not in ("policy", "intervention")),
+)
+
 # The demo: the sim graph plus a recorder that saves the front camera as an MP4 and a PNG strip.
 DEMO = dataclasses.replace(
     SIM, name="demo", description="the sim graph, recording the front camera for a person to look at",
@@ -231,6 +239,7 @@ DEMO = dataclasses.replace(
 register_graph(REAL_ROBOT)
 register_graph(SIM)
 register_graph(DEMO)
+register_graph(ROBOT)
 
 
 # ----------------------------------------------------------------------------------------------- resolve ---

@@ -29,8 +29,11 @@ class PandaSim:
         self._gripper_actuator = self.model.actuator("fingers_actuator").id
         self._driver_qpos = self.model.jnt_qposadr[self.model.joint("right_driver_joint").id]
         self._cube_qpos = self.model.jnt_qposadr[self.model.joint("cube").id]
-        self._hand_body = self.model.body("hand").id if _has_body(self.model, "hand") else self.model.site(
-            scene.TCP_SITE).bodyid
+        self._tcp_site = self.model.site(scene.TCP_SITE).id
+        self._tcp_body = self.model.site_bodyid[self._tcp_site]
+        self._push_force_n = np.zeros(3)
+        self._push_torque_nm = np.zeros(3)
+        self._push_qfrc = np.zeros(self.model.nv)
         self._brake_q_rad: np.ndarray | None = None
         self.tau_applied_nm = np.zeros(7)
         self.reset(seed=0)
@@ -59,16 +62,16 @@ class PandaSim:
     # --- hardware I/O ---------------------------------------------------------------------------------------
     def step(self, tau_nm: np.ndarray | None, gripper_width_m: float | None) -> None:
         """One 1 ms step. `tau_nm` None = no fresh command: the brakes hold the arm where they engaged."""
+        self._apply_push()
         if tau_nm is None or not np.all(np.isfinite(tau_nm)):
-            brake = self._brake_torque()  # brakes act on the joints directly, beyond the motors' limits
-            self.data.qfrc_applied[self._arm_dof] = brake
-            tau = np.zeros(7)
+            # brakes act on the joints directly, beyond the motors' limits; the joint torque sensors feel them
+            self.tau_applied_nm = self._brake_torque()
+            self.data.qfrc_applied[self._arm_dof] += self.tau_applied_nm
+            self.data.ctrl[self._arm_actuators] = 0.0
         else:
             self._brake_q_rad = None
-            self.data.qfrc_applied[self._arm_dof] = 0.0
-            tau = np.clip(tau_nm, -self._tau_limit_nm, self._tau_limit_nm)
-        self.tau_applied_nm = tau
-        self.data.ctrl[self._arm_actuators] = tau
+            self.tau_applied_nm = np.clip(tau_nm, -self._tau_limit_nm, self._tau_limit_nm)
+            self.data.ctrl[self._arm_actuators] = self.tau_applied_nm
         if gripper_width_m is not None and np.isfinite(gripper_width_m):
             closed_fraction = 1.0 - np.clip(gripper_width_m / GRIPPER_OPEN_WIDTH_M, 0.0, 1.0)
             self.data.ctrl[self._gripper_actuator] = closed_fraction * GRIPPER_CTRL_CLOSED
@@ -86,16 +89,26 @@ class PandaSim:
         return self._brake_q_rad is not None
 
     def apply_ee_wrench(self, force_n, torque_nm) -> None:
-        """External push on the hand (world frame) until replaced; zeros release it."""
-        self.data.xfrc_applied[self._hand_body, 0:3] = force_n
-        self.data.xfrc_applied[self._hand_body, 3:6] = torque_nm
+        """External push at the TCP (world frame) until replaced; zeros release it."""
+        self._push_force_n = np.asarray(force_n, dtype=float).copy()
+        self._push_torque_nm = np.asarray(torque_nm, dtype=float).copy()
+
+    def _apply_push(self) -> None:
+        """Generalised forces of the push acting at the TCP point (recomputed as the arm moves)."""
+        self.data.qfrc_applied[:] = 0.0
+        if not (self._push_force_n.any() or self._push_torque_nm.any()):
+            return
+        self._push_qfrc[:] = 0.0
+        mujoco.mj_applyFT(self.model, self.data, self._push_force_n, self._push_torque_nm,
+                          self.data.site_xpos[self._tcp_site], self._tcp_body, self._push_qfrc)
+        self.data.qfrc_applied[:] = self._push_qfrc
 
     @property
     def time_s(self) -> float:
         return float(self.data.time)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(q (7,), dq (7,), tau measured (7,)) — measured torque = what the motors applied."""
+        """(q (7,), dq (7,), tau measured (7,)) — measured torque = what the motors (or brakes) applied."""
         return (self.data.qpos[self._arm_qpos].copy(), self.data.qvel[self._arm_dof].copy(),
                 self.tau_applied_nm.copy())
 
@@ -115,8 +128,5 @@ class PandaSim:
         return bool(inside and position[2] < scene.CUBE_HALF_SIZE_M + 0.01)
 
     def tcp_position_m(self) -> np.ndarray:
-        return self.data.site(scene.TCP_SITE).xpos.copy()
+        return self.data.site_xpos[self._tcp_site].copy()
 
-
-def _has_body(model: mujoco.MjModel, name: str) -> bool:
-    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name) >= 0

@@ -1,0 +1,100 @@
+"""The control loop against the real sim process in lockstep: every tick answered, so torque-rate limits and
+the workspace box can be checked tick by tick through faults (a far target, a NaN chunk, chunks stopping)."""
+import multiprocessing
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from deploy.control.chunks import Chunk, ChunkExecutorConfig
+from deploy.control.impedance import CartesianImpedanceConfig
+from deploy.control.loop import CartesianControlLoop
+from deploy.control.safety import SafetyConfig
+from deploy.errors import RobotConnectionError
+from deploy.robots.sim import SimRobot
+
+DOWN = [1.0, 0.0, 0.0, 0.0]
+
+
+def _run_sim(link_name, stop):
+    from deploy.sim.process import SimConfig, SimRunner
+
+    runner = SimRunner(SimConfig(mode="lockstep", image_width=32, image_height=32, camera_rate_hz=1.0), link_name)
+    threading.Thread(target=lambda: (stop.wait(), runner.stop()), daemon=True).start()
+    runner.run()
+
+
+@pytest.fixture
+def loop():
+    link_name = f"deploy_looptest_{os.getpid()}"
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    process = ctx.Process(target=_run_sim, args=(link_name, stop))
+    process.start()
+    robot = SimRobot(link_name)
+    for _ in range(200):
+        try:
+            robot.connect()
+            break
+        except RobotConnectionError:
+            time.sleep(0.05)
+    safety = SafetyConfig(stale_chunk_timeout_s=0.3, soften_ramp_s=0.5)
+    yield CartesianControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True), safety)
+    robot.stop()
+    stop.set()
+    process.join(timeout=20)
+
+
+def chunk(stamp_s, position, x_override=None):
+    actions = np.tile(np.concatenate([position, DOWN, [0.04]]), (16, 1))
+    if x_override is not None:
+        actions[3, 0] = x_override
+    return Chunk(stamp_s, 0.05 * np.arange(1, 17), actions)
+
+
+def test_faults_never_exceed_the_torque_rate_or_leave_the_box(loop):
+    start, far = [0.36, 0.05, 0.44], [1.5, 0.05, 0.44]
+    schedule = [(0.0, start), (1.0, far), (2.5, start), (3.5, None), (5.0, start)]  # None: chunks stop
+    box_max = np.array(loop.safety.config.workspace_max_m)
+    taus, gravities, tcps = [], [], []
+    nan_sent = False
+    while True:
+        record = loop.tick(wait_timeout_s=5.0)
+        assert record is not None
+        t = record.state.stamp_s
+        if t > 8.0:
+            break
+        target = [p for s, p in schedule if s <= t][-1]
+        if target is not None and record.state.seq % 100 == 0:
+            loop.offer_chunk(chunk(t, target))
+        if not nan_sent and t > 0.5:
+            with pytest.raises(Exception):
+                chunk(t, start, x_override=np.nan)  # a NaN never even becomes a Chunk ...
+            nan_sent = True
+        q = record.state.q_rad
+        taus.append(record.tau_sent_nm)
+        gravities.append(loop.robot.model.bias_torque(q, np.zeros(7)))
+        tcps.append(loop.robot.model.ee_pose(q)[0])
+    active = np.array(taus) - np.array(gravities)  # the limit applies to the torque beyond gravity
+    steps = np.abs(np.diff(active[200:], axis=0))  # after the start-up hand-over from the brakes
+    assert steps.max() <= loop.impedance.config.max_torque_rate_nm_per_tick + 1e-6
+    assert np.array(tcps)[:, 0].max() < box_max[0] + 0.005
+    assert np.array(tcps)[:, 0].max() > box_max[0] - 0.03
+    assert loop.safety.trips.get("workspace", 0) >= 1
+    assert loop.safety.trips.get("stale_chunk", 0) >= 1
+    assert np.linalg.norm(tcps[-1] - np.array(start)) < 0.01  # resumed after the stale period
+
+
+def test_a_malformed_chunk_is_counted_and_ignored(loop):
+    record = loop.tick(wait_timeout_s=5.0)
+    bad = object.__new__(Chunk)  # what a corrupt message would decode to if validation were skipped
+    for name, value in (("stamp_s", record.state.stamp_s), ("times_s", np.array([0.1, 0.05])),
+                        ("actions", np.zeros((2, 8))), ("weight_version", "")):
+        object.__setattr__(bad, name, value)
+    loop.offer_chunk(bad)
+    for _ in range(50):
+        record = loop.tick(wait_timeout_s=5.0)
+    assert record is not None  # the loop kept running
+    assert loop.rejected_chunks == 1, loop.last_rejection

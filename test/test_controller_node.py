@@ -1,0 +1,155 @@
+"""The impedance-controller node on the real sim, driven over DDS like a policy would drive it."""
+import math
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, WrenchStamped
+from scipy.spatial.transform import Rotation
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from deploy.control.chunks import CARTESIAN, Chunk
+from deploy.nodes.common import SENSOR_QOS
+from deploy.nodes.conversions import chunk_to_msg, pose_from_msg
+from harness import wait_until
+
+DOWN = np.array([1.0, 0.0, 0.0, 0.0])
+HOME_TCP = np.array([0.307, 0.0, 0.441])
+STIFFNESS_N_PER_M = 1000.0  # config/controller_sim.yaml
+
+
+class Driver:
+    """Publishes constant-target chunks at 10 Hz (like a policy) and reads back what the robot did."""
+
+    def __init__(self, probe):
+        self.probe = probe
+        self.chunks = probe.node.create_publisher(MultiDOFJointTrajectory, "/controller/chunk", 10)
+        self.wrench = probe.node.create_publisher(WrenchStamped, "/sim/ee_wrench", 10)
+        self.poses = probe.collect(PoseStamped, "/proprio/ee_pose", SENSOR_QOS)
+        self.diagnostics = probe.collect(DiagnosticArray, "/diagnostics", 10)
+
+    def now_s(self):
+        return self.probe.node.get_clock().now().nanoseconds * 1e-9
+
+    def send(self, position, quat=DOWN, gripper=0.04, value=None):
+        actions = np.tile(np.concatenate([position, quat, [gripper]]), (16, 1))
+        if value is not None:
+            actions[:, 0] = value
+        msg = chunk_to_msg(Chunk(self.now_s(), 0.05 * np.arange(1, 17), actions)
+                           if value is None or np.isfinite(value) else _unchecked(self.now_s(), actions), CARTESIAN)
+        self.chunks.publish(msg)
+
+    def hold_target(self, position, seconds, quat=DOWN):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.send(position, quat)
+            time.sleep(0.1)
+
+    def tcp(self, since_s=0.0):
+        rows = [pose_from_msg(m) for t, m in self.poses if t >= since_s]
+        return np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+
+    def trips(self):
+        if not self.diagnostics:
+            return {}
+        values = {kv.key: kv.value for kv in self.diagnostics[-1][1].status[0].values}
+        return {k[len("trips."):]: int(v) for k, v in values.items() if k.startswith("trips.")}
+
+    def push(self, force_n):
+        msg = WrenchStamped()
+        msg.wrench.force.x, msg.wrench.force.y, msg.wrench.force.z = (float(v) for v in force_n)
+        self.wrench.publish(msg)
+
+
+def _unchecked(stamp_s, actions):
+    """A chunk object that skips validation, to put a NaN on the wire like a broken policy would."""
+    chunk = object.__new__(Chunk)
+    object.__setattr__(chunk, "stamp_s", stamp_s)
+    object.__setattr__(chunk, "times_s", 0.05 * np.arange(1, 17))
+    object.__setattr__(chunk, "actions", actions)
+    object.__setattr__(chunk, "weight_version", "")
+    return chunk
+
+
+@pytest.fixture
+def robot_graph(launch_graph, probe):
+    graph = launch_graph("robot", "cameras:=")
+    driver = Driver(probe)
+    assert wait_until(lambda: len(driver.poses) > 20 and driver.diagnostics, timeout_s=90), graph.output[-3000:]
+    yield driver
+    assert graph.interrupt() == 0, graph.output[-3000:]
+
+
+def test_reaches_a_target_10cm_away_holds_it_and_complies_to_a_push(robot_graph):
+    driver = robot_graph
+    target = HOME_TCP + [0.1, 0.0, 0.0]
+    driver.hold_target(target, 4.0)
+    since = time.monotonic()
+    driver.hold_target(target, 1.0)
+    positions, quats = driver.tcp(since)
+    assert np.abs(positions - target).max() < 0.002, positions[-1]
+    angle_deg = np.degrees(max((Rotation.from_quat(q) * Rotation.from_quat(DOWN).inv()).magnitude() for q in quats))
+    assert angle_deg < 1.0
+
+    force_n = np.array([0.0, 10.0, 0.0])
+    driver.push(force_n)
+    driver.hold_target(target, 2.0)
+    since = time.monotonic()
+    driver.hold_target(target, 0.5)
+    displacement_m = driver.tcp(since)[0].mean(axis=0) - target
+    expected_m = force_n[1] / STIFFNESS_N_PER_M
+    assert displacement_m[1] == pytest.approx(expected_m, rel=0.2), displacement_m
+
+    driver.push(np.zeros(3))
+    driver.hold_target(target, 2.0)
+    since = time.monotonic()
+    driver.hold_target(target, 0.5)
+    assert np.abs(driver.tcp(since)[0] - target).max() < 0.002
+
+
+def test_faults_keep_the_arm_safe_and_control_resumes(robot_graph):
+    driver = robot_graph
+    box_max_x = 0.75
+    start = HOME_TCP + [0.05, 0.05, 0.0]
+    driver.hold_target(start, 2.0)
+
+    # NaN chunk: refused and counted; the arm stays where it was.
+    driver.send(start, value=math.nan)
+    driver.hold_target(start, 1.0)
+    assert wait_until(lambda: driver.trips().get("bad_chunk", 0) >= 1, timeout_s=5), driver.trips()
+
+    # A target far outside the workspace box: clamped to the box, never left.
+    since = time.monotonic()
+    driver.hold_target([1.5, 0.05, 0.441], 3.0)
+    positions, _ = driver.tcp(since)
+    assert positions[:, 0].max() < box_max_x + 0.005
+    assert positions[-1, 0] > box_max_x - 0.02  # it did go as far as allowed
+    assert wait_until(lambda: driver.trips().get("workspace", 0) >= 1, timeout_s=5), driver.trips()
+
+    # Chunks stop for 2 s (policy died): hold in place, report it, then resume on new chunks.
+    driver.hold_target(start, 3.0)
+    since = time.monotonic()
+    time.sleep(2.0)
+    held, _ = driver.tcp(since)
+    distance_m = np.linalg.norm(held - start, axis=1)
+    assert distance_m.max() <= distance_m[0] + 0.002  # holds the last reference: never moves away from it
+    assert wait_until(lambda: driver.trips().get("stale_chunk", 0) >= 1, timeout_s=5), driver.trips()
+    driver.hold_target(start + [0.0, -0.1, 0.0], 4.0)
+    assert np.abs(driver.tcp(time.monotonic() - 0.5)[0] - (start + [0.0, -0.1, 0.0])).max() < 0.005
+
+    # E-stop: the arm stops where it is while chunks keep coming; release resumes.
+    estop = driver.probe.node.create_client(Trigger, "/controller/estop")
+    release = driver.probe.node.create_client(Trigger, "/controller/release")
+    assert estop.wait_for_service(timeout_sec=10) and release.wait_for_service(timeout_sec=10)
+    response = estop.call(Trigger.Request(), timeout_sec=10)
+    assert response.success
+    since = time.monotonic()
+    driver.hold_target(start + [0.1, 0.0, 0.0], 2.0)
+    stopped, _ = driver.tcp(since + 0.3)
+    assert np.abs(stopped - stopped[0]).max() < 0.01
+    assert driver.trips().get("estop", 0) >= 1
+    assert release.call(Trigger.Request(), timeout_sec=10).success
+    driver.hold_target(start + [0.1, 0.0, 0.0], 4.0)
+    assert np.abs(driver.tcp(time.monotonic() - 0.5)[0] - (start + [0.1, 0.0, 0.0])).max() < 0.005
