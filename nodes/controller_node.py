@@ -16,7 +16,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from deploy.control.chunks import ChunkError, ChunkExecutorConfig
 from deploy.control.impedance import CartesianImpedanceConfig
-from deploy.control.loop import CartesianControlLoop
+from deploy.control.loop import CartesianControlLoop, request_realtime_priority
 from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, connect_with_retry, declare_config, declare_prefixed, run_node
@@ -30,6 +30,7 @@ class ControllerNodeConfig:
     robot: str = "sim"  # robot backend (sim|franka|ur|external); its options come as robot_params.<name>
     state_publish_rate_hz: float = 250.0  # /robot/joint_states rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
+    realtime_priority: int = 80  # SCHED_FIFO priority of the control thread (0 = normal scheduling)
 
     def __post_init__(self):
         for name in ("state_publish_rate_hz", "reference_publish_rate_hz"):
@@ -66,6 +67,7 @@ class ControllerNode(Node):
 
     # --- the loop thread -------------------------------------------------------------------------------
     def control_thread(self):
+        self.get_logger().info(f"control loop: {request_realtime_priority(self.config.realtime_priority)}")
         state_every = max(1, round(1000.0 / self.config.state_publish_rate_hz))
         reference_every = max(1, round(1000.0 / self.config.reference_publish_rate_hz))
         while self._running:

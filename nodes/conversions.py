@@ -6,14 +6,20 @@ The core (`deploy/`, `policies/`) never sees a message; nodes call these. Mappin
   transforms[1].translation.x = gripper width [m]; time_from_start = offset from the stamp.
 - Joint action chunk = trajectory_msgs/JointTrajectory with joint names joint1..joint7 + "gripper".
 - Chunk execution status = std_msgs/Float64MultiArray whose layout.dim labels name the fields.
+- JPEG image = sensor_msgs/CompressedImage with format "rgb8; jpeg compressed bgr8" (what image_transport's
+  compressed plugin writes, so rqt/Foxglove/image_transport decode it); data = the JPEG file bytes.
+- Chunk weight version = std_msgs/Header on /policy/chunk_version, published right before each chunk:
+  stamp = the chunk's header.stamp (same nanoseconds), frame_id = the weight version (sha256 prefix of the
+  weights file, or "scripted-<name>"). A log joins chunks to versions by exact stamp equality; the chunk's own
+  frame_id stays "base". The current version is also latched on /policy/weight_version (std_msgs/String).
 """
 from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import PoseStamped, Transform, TwistStamped
-from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
 from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
@@ -107,6 +113,36 @@ def image_from_msg(msg: Image) -> np.ndarray:
     return np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
 
 
+JPEG_FORMAT = "rgb8; jpeg compressed bgr8"
+
+
+def compressed_image_to_msg(image_rgb: np.ndarray, stamp_s: float, frame_id: str, quality: int = 90) -> CompressedImage:
+    """HxWx3 uint8 RGB -> JPEG CompressedImage (OpenCV encodes BGR, so one cvtColor first)."""
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding of a {image_rgb.shape} image failed")
+    msg = CompressedImage()
+    msg.header.stamp = time_to_msg(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.format = JPEG_FORMAT
+    msg.data = jpeg.tobytes()
+    return msg
+
+
+def compressed_image_from_msg(msg: CompressedImage) -> np.ndarray:
+    """JPEG CompressedImage -> HxWx3 uint8 RGB."""
+    import cv2
+
+    if "jpeg" not in msg.format:
+        raise ValueError(f"compressed image format '{msg.format}' is not supported (expected jpeg)")
+    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("compressed image data is not a decodable JPEG")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def camera_info_to_msg(width: int, height: int, fx: float, fy: float, cx: float, cy: float,
                        stamp_s: float, frame_id: str) -> CameraInfo:
     msg = CameraInfo()
@@ -180,3 +216,16 @@ def twist_to_msg(twist_lin_ang, stamp_s: float, frame_id: str = BASE_FRAME) -> T
     msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in twist_lin_ang[:3])
     msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v) for v in twist_lin_ang[3:])
     return msg
+
+
+def chunk_version_to_msg(stamp_s: float, weight_version: str) -> Header:
+    """The weight version a chunk was computed with, keyed by the chunk's stamp (see the module docstring)."""
+    msg = Header()
+    msg.stamp = time_to_msg(stamp_s)
+    msg.frame_id = weight_version
+    return msg
+
+
+def chunk_version_from_msg(msg: Header) -> tuple[float, str]:
+    """-> (chunk stamp_s, weight_version)."""
+    return time_from_msg(msg.stamp), msg.frame_id

@@ -7,6 +7,7 @@ in the thread that owns the loop.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections import deque
 
@@ -127,3 +128,16 @@ class CartesianControlLoop:
 
     def chunk_status(self, now_s: float) -> ExecutorStatus:
         return self.executor.status(now_s)
+
+
+def request_realtime_priority(priority: int) -> str:
+    """Put the calling thread under SCHED_FIFO at `priority` (1..99; 0 = leave it), as a real-time control
+    thread should run. Returns what happened, for the log; never raises (without the right, the loop still
+    runs, with more jitter)."""
+    if priority <= 0:
+        return "normal scheduling (realtime_priority 0)"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError) as error:
+        return f"normal scheduling: SCHED_FIFO {priority} refused ({error.strerror}); expect more jitter"
+    return f"SCHED_FIFO priority {priority}"

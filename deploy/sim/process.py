@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from deploy.control.loop import request_realtime_priority
 from deploy.errors import ConfigError
 from deploy.sim import scene
 from deploy.sim.link import MODE_LOCKSTEP, MODE_REALTIME, STALE_AFTER_S, LinkClient, LinkServer
@@ -37,6 +38,7 @@ class SimConfig:
     command_timeout_s: float = 0.02  # older commands engage the brakes [s, robot time]
     lockstep_timeout_s: float = 0.5  # lockstep: wall time to wait for the controller before braking [s]
     link_name: str = ""  # "" = deploy.sim.link.default_link_name()
+    realtime_priority: int = 70  # SCHED_FIFO priority of the physics thread (0 = normal scheduling)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -113,6 +115,8 @@ class SimRunner:
 
     def run(self) -> None:
         """Blocks until stop(); always closes the link and the renderer."""
+        # Physics plays hardware: it runs above the rest of the graph, next to the controller (see loop.py).
+        request_realtime_priority(self.config.realtime_priority)
         try:
             with self.lock:
                 self._publish_state()
