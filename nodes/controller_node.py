@@ -30,7 +30,8 @@ class ControllerNodeConfig:
     robot: str = "sim"  # robot backend (sim|franka|ur|external); its options come as robot_params.<name>
     state_publish_rate_hz: float = 250.0  # /robot/joint_states rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
-    realtime_priority: int = 80  # SCHED_FIFO priority of the control thread (0 = normal scheduling)
+    realtime_priority: int = 0  # SCHED_FIFO priority of the control thread (0 = normal scheduling; on 2 loaded
+    # cores FIFO starved the DDS threads: /robot/joint_states fell from >100 to 20 Hz. Use it with spare cores.)
 
     def __post_init__(self):
         for name in ("state_publish_rate_hz", "reference_publish_rate_hz"):

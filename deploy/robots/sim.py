@@ -12,7 +12,7 @@ from deploy.robots.mujoco_model import MujocoRobotModel
 from deploy.sim.link import LinkClient
 from deploy.sim.physics import GRIPPER_OPEN_WIDTH_M
 
-SPIN_BEFORE_SLEEP = 200  # polls before falling back to 50 µs sleeps while waiting for a sample
+SPIN_BEFORE_SLEEP = 20  # polls before falling back to 50 µs sleeps (spinning starves DDS threads)
 
 
 class SimRobot(Robot):

@@ -38,7 +38,7 @@ class SimConfig:
     command_timeout_s: float = 0.02  # older commands engage the brakes [s, robot time]
     lockstep_timeout_s: float = 0.5  # lockstep: wall time to wait for the controller before braking [s]
     link_name: str = ""  # "" = deploy.sim.link.default_link_name()
-    realtime_priority: int = 70  # SCHED_FIFO priority of the physics thread (0 = normal scheduling)
+    realtime_priority: int = 0  # SCHED_FIFO priority of the physics thread (0 = normal scheduling)
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -119,30 +119,60 @@ def test_bad_opencv_settings_are_config_errors(tmp_path):
         make_camera("opencv", device="0", fourcc="MJPEG")
 
 
-class _FailingCamera:
-    """Stands in for a device that vanishes after two frames (reads fail from then on)."""
+class VanishingDevice:
+    """A cv2.VideoCapture stand-in for a device that delivers two frames, then is unplugged."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def set(self, prop, value):
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: 64.0, cv2.CAP_PROP_FRAME_HEIGHT: 48.0}.get(prop, 0.0)
+
+    def read(self):
+        self.reads += 1
+        time.sleep(0.005)
+        return (True, np.zeros((48, 64, 3), np.uint8)) if self.reads <= 2 else (False, None)
+
+    def release(self):
+        pass
 
 
-def test_vanished_device_raises_from_read_naming_it(tmp_path, monkeypatch):
-    camera = make_camera("opencv", path=write_video(tmp_path / "v.avi", 5), max_failed_reads=3)
+def test_vanished_device_raises_from_read_naming_it(monkeypatch):
+    from deploy.sensing.cameras import OpenCVCamera
+
+    monkeypatch.setattr(OpenCVCamera, "_open_capture", lambda self: VanishingDevice())
+    camera = make_camera("opencv", device="/dev/video7", max_failed_reads=3)
     camera.open()
-    calls = {"n": 0}
-    real_read = camera._cap.read
-
-    def flaky_read():
-        calls["n"] += 1
-        return real_read() if calls["n"] <= 2 else (False, None)
-
-    monkeypatch.setattr(camera._cap, "read", flaky_read, raising=False) if False else None
-    camera._cap = type("Cap", (), {"read": staticmethod(flaky_read), "release": lambda self: None,
-                                   "get": lambda self, prop: 0.0})()
-    camera.path = ""  # behave as a device: a failed read is a failure, not the end of a file
     try:
-        deadline = time.monotonic() + 3.0
-        with pytest.raises(CameraError, match=r"video file .*v.avi: lost \(3 reads failed in a row\)|lost"):
+        frames = []
+        with pytest.raises(CameraError, match=r"camera device /dev/video7: lost \(3 reads failed in a row\)"):
+            deadline = time.monotonic() + 3.0
             while time.monotonic() < deadline:
-                camera.read()
+                frames.append(camera.read())
                 time.sleep(0.01)
+        assert sum(f is not None for f in frames) >= 1
+    finally:
+        camera.close()
+
+
+def test_silent_device_times_out_naming_it(monkeypatch):
+    from deploy.sensing.cameras import OpenCVCamera
+
+    class Silent(VanishingDevice):
+        def read(self):
+            time.sleep(0.05)
+            return False, None
+
+    monkeypatch.setattr(OpenCVCamera, "_open_capture", lambda self: Silent())
+    camera = make_camera("opencv", device="1", max_failed_reads=10_000, frame_timeout_s=0.3)
+    camera.open()
+    try:
+        time.sleep(0.4)
+        with pytest.raises(CameraError, match=r"camera device 1: no frame for 0\.\d s"):
+            camera.read()
     finally:
         camera.close()
 
@@ -242,4 +272,5 @@ def test_crop_parsing_and_bounds():
         crop_box(640, 480, (600, 0, 100, 100), None)
     with pytest.raises(ConfigError, match="needs an output size"):
         crop_box(640, 480, "center", None)
-    assert crop_box(640, 480, "center", (640, 240)) == (0, 80, 640, 320)
+    assert crop_box(640, 480, "center", (640, 240)) == (0, 120, 640, 240)  # 8:3 band
+    assert crop_box(640, 480, "center", (96, 96)) == (80, 0, 480, 480)
