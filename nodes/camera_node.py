@@ -10,6 +10,7 @@ import dataclasses
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from deploy.errors import ConfigError
@@ -71,6 +72,7 @@ class CameraNodeConfig:
 class CameraNode(Node):
     def __init__(self):
         super().__init__("camera")
+        self.numbers_as_strings(("device", "serial"))
         self.config = declare_config(self, CameraNodeConfig)
         self.camera = make_camera(self.config.kind, **self.backend_params())
         self.frame_id = f"{self.config.camera_name}_optical_frame"
@@ -91,6 +93,14 @@ class CameraNode(Node):
         self.create_timer(1.0 / self.config.poll_rate_hz, self.poll)
         self.create_timer(self.config.reconnect_period_s, self.reconnect)
         self.create_timer(self.config.diagnostics_period_s, self.publish_diagnostics)
+
+    def numbers_as_strings(self, names) -> None:
+        """`-p serial:=123` / `-p device:=0` arrive as integers; these parameters are strings. (Leading zeros of
+        a serial are lost that way: quote it, `serial:="'0123'"`, or write it as a YAML string.)"""
+        for name in names:
+            given = self._parameter_overrides.get(name)
+            if given is not None and given.type_ == Parameter.Type.INTEGER:
+                self._parameter_overrides[name] = Parameter(name, Parameter.Type.STRING, str(given.value))
 
     def backend_params(self) -> dict:
         """The config fields this backend takes; a field set for another backend is refused by name."""

@@ -43,7 +43,7 @@ def test_compressed_image_round_trip():
 
 
 def test_video_file_camera_node_publishes_preprocessed_frames(domain_id, probe, tmp_path):
-    video = write_video(tmp_path / "v.avi", 30, size=(160, 120))
+    video = write_video(tmp_path / "v.avi", 16, size=(160, 120))
     images = probe.collect(Image, "/cameras/test/image_raw", SENSOR_QOS)
     infos = probe.collect(CameraInfo, "/cameras/test/camera_info", SENSOR_QOS)
     jpegs = probe.collect(CompressedImage, "/cameras/test/image_raw/compressed", SENSOR_QOS)
@@ -74,7 +74,7 @@ def test_video_file_camera_node_publishes_preprocessed_frames(domain_id, probe, 
 def test_realsense_node_without_device_reports_and_stays_alive(domain_id, probe):
     diagnostics = probe.collect(DiagnosticArray, "/diagnostics", 10)
     images = probe.collect(Image, "/cameras/rs/image_raw", SENSOR_QOS)
-    proc = start_node(domain_id, "camera_name:=rs", "kind:=realsense", "serial:=000111222",
+    proc = start_node(domain_id, "camera_name:=rs", "kind:=realsense", "serial:='000111222'",
                       "reconnect_period_s:=0.5")
 
     def errors():
@@ -109,3 +109,14 @@ def test_parameter_of_another_backend_is_refused(domain_id):
     finally:
         output = stop(proc)
     assert code == 2 and "serial do not apply to camera kind 'opencv'" in output, output
+
+
+def test_numeric_serial_from_the_command_line_is_a_string(domain_id, probe):
+    """`-p serial:=123` arrives as an integer; the node takes it as the string it is (no type error)."""
+    diagnostics = probe.collect(DiagnosticArray, "/diagnostics", 10)
+    proc = start_node(domain_id, "camera_name:=rs2", "kind:=realsense", "serial:=123")
+    try:
+        assert wait_until(lambda: any(s.name == "camera rs2" for _, a in diagnostics for s in a.status), 30), stop(proc)
+    finally:
+        stop(proc)
+    assert "123" in [s for _, a in diagnostics for s in a.status if s.name == "camera rs2"][-1].hardware_id

@@ -14,11 +14,11 @@ FPS = 30.0
 
 
 def write_video(path, n_frames: int, fps: float = FPS, size=(160, 120)) -> str:
-    """MJPG .avi (no ffmpeg needed); frame i is uniformly grey level 15·i, so its index can be read back."""
+    """MJPG .avi (no ffmpeg needed); frame i is uniformly grey level 15·(i mod 16), so its index can be read back."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
     assert writer.isOpened()
     for i in range(n_frames):
-        writer.write(np.full((size[1], size[0], 3), 15 * i, np.uint8))
+        writer.write(np.full((size[1], size[0], 3), 15 * (i % 16), np.uint8))
     writer.release()
     return str(path)
 
