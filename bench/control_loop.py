@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     from deploy.control.chunks import ChunkExecutorConfig
     from deploy.control.impedance import CartesianImpedanceConfig
-    from deploy.control.loop import CartesianControlLoop
+    from deploy.control.loop import ControlLoop
     from deploy.control.safety import SafetyConfig
     from deploy.robots.sim import SimRobot
 
@@ -45,7 +45,7 @@ def main() -> None:
             break
         except Exception:
             time.sleep(0.1)
-    loop = CartesianControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True),
+    loop = ControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True),
                                 SafetyConfig())
     t_end = time.monotonic() + args.seconds
     while time.monotonic() < t_end:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import time
 import typing
@@ -10,6 +11,7 @@ from typing import Callable, TypeVar
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 
 from deploy.errors import ConfigError, DeployError, RobotConnectionError
@@ -76,9 +78,16 @@ def reject_unknown_parameters(node: Node) -> None:
                           f"(known: {', '.join(sorted(node._parameters))})")
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_node(make_node: Callable[[], Node], executor_cls=None) -> None:
     """init -> build -> spin -> shutdown; a DeployError becomes one clear line and exit code 2."""
-    rclpy.init(args=sys.argv)
+    # Our own signal handling: SIGINT/SIGTERM unwind through `finally`, so the node stops its threads
+    # (close()) before the context goes down; rclpy's handler would invalidate publishers under them.
+    rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     node = None
     try:
         node = make_node()

@@ -12,11 +12,11 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import MultiDOFJointTrajectory
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
-from deploy.control.chunks import ChunkError, ChunkExecutorConfig
-from deploy.control.impedance import CartesianImpedanceConfig
-from deploy.control.loop import CartesianControlLoop, request_realtime_priority
+from deploy.control.chunks import CARTESIAN, JOINT, ChunkError, ChunkExecutorConfig
+from deploy.control.impedance import CartesianImpedanceConfig, JointImpedanceConfig
+from deploy.control.loop import ControlLoop, request_realtime_priority
 from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, connect_with_retry, declare_config, declare_prefixed, run_node
@@ -24,16 +24,21 @@ from deploy.nodes.conversions import (chunk_from_msg, joint_state_to_msg, labell
                                       time_to_msg)
 from deploy.robots.registry import make_robot
 
+SPACES = {"cartesian": CARTESIAN, "joint": JOINT}
+
 
 @dataclasses.dataclass
 class ControllerNodeConfig:
     robot: str = "sim"  # robot backend (sim|franka|ur|external); its options come as robot_params.<name>
+    action_space: str = "cartesian"  # chunks executed: cartesian (~/chunk) or joint (~/joint_chunk)
     state_publish_rate_hz: float = 250.0  # /robot/joint_states rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
     realtime_priority: int = 0  # SCHED_FIFO priority of the control thread (0 = normal scheduling; on 2 loaded
     # cores FIFO starved the DDS threads: /robot/joint_states fell from >100 to 20 Hz. Use it with spare cores.)
 
     def __post_init__(self):
+        if self.action_space not in SPACES:
+            raise ConfigError(f"action_space '{self.action_space}' (choose {'|'.join(SPACES)})")
         for name in ("state_publish_rate_hz", "reference_publish_rate_hz"):
             if not 1.0 <= getattr(self, name) <= 1000.0:
                 raise ConfigError(f"{name} {getattr(self, name)} outside [1, 1000]")
@@ -45,13 +50,15 @@ class ControllerNode(Node):
         self.config = declare_config(self, ControllerNodeConfig)
         executor_config = declare_config(self, ChunkExecutorConfig, "chunks.")
         impedance_config = declare_config(self, CartesianImpedanceConfig, "impedance.")
+        joint_impedance_config = declare_config(self, JointImpedanceConfig, "joint_impedance.")
         safety_config = declare_config(self, SafetyConfig, "safety.")
         self.robot = make_robot(self.config.robot, **declare_prefixed(self, "robot_params."))
         connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'")
-        self.loop = CartesianControlLoop(self.robot, executor_config, impedance_config, safety_config)
+        self.loop = ControlLoop(self.robot, executor_config, impedance_config, safety_config)
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
         self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, "~/joint_chunk", self.on_chunk, COMMAND_QOS)
         self.create_subscription(Bool, "~/estop", self.on_estop_topic, COMMAND_QOS)
         self.create_service(Trigger, "~/hold", self.on_hold)
         self.create_service(Trigger, "~/estop", self.on_estop)
@@ -90,14 +97,14 @@ class ControllerNode(Node):
                     "stiffness_scale": record.stiffness_scale}))
 
     # --- callbacks ---------------------------------------------------------------------------------------
-    def on_chunk(self, msg: MultiDOFJointTrajectory):
+    def on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory):
         try:
-            chunk, _ = chunk_from_msg(msg)
+            chunk, space = chunk_from_msg(msg)
         except (ChunkError, IndexError, ValueError) as error:
             self.loop.rejected_chunks += 1
             self.loop.last_rejection = str(error)
             return
-        self.loop.offer_chunk(chunk)
+        self.loop.offer_chunk(chunk, space)
 
     def on_hold(self, request, response):
         self.loop.safety.hold()
@@ -121,15 +128,17 @@ class ControllerNode(Node):
 
     def on_set_parameters(self, parameters) -> SetParametersResult:
         """Run-time gain changes, bounds-checked by the config dataclass; a bad value is refused with why."""
-        changes = {p.name.removeprefix("impedance."): p.value for p in parameters if p.name.startswith("impedance.")}
-        if not changes:
-            return SetParametersResult(successful=True)
-        try:
-            config = self.loop.impedance.config.with_updates(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
-        except ConfigError as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        self.loop.impedance.set_config(config)
+        updates = []
+        for law, prefix in ((self.loop.impedance, "impedance."), (self.loop.joint_impedance, "joint_impedance.")):
+            changes = {p.name.removeprefix(prefix): tuple(p.value) if isinstance(p.value, list) else p.value
+                       for p in parameters if p.name.startswith(prefix)}
+            if changes:
+                try:
+                    updates.append((law, law.config.with_updates(**changes)))
+                except ConfigError as error:
+                    return SetParametersResult(successful=False, reason=str(error))
+        for law, config in updates:  # all or nothing
+            law.set_config(config)
         return SetParametersResult(successful=True)
 
     def publish_diagnostics(self):

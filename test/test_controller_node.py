@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from scipy.spatial.transform import Rotation
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -101,6 +103,23 @@ def test_reaches_a_target_10cm_away_holds_it_and_complies_to_a_push(robot_graph)
     displacement_m = driver.tcp(since)[0].mean(axis=0) - target
     expected_m = force_n[1] / STIFFNESS_N_PER_M
     assert displacement_m[1] == pytest.approx(expected_m, rel=0.2), displacement_m
+
+    # Softer at run time through a ROS parameter (bounds-checked): the same push now displaces twice as far.
+    set_parameters = driver.probe.node.create_client(SetParameters, "/controller/set_parameters")
+    assert set_parameters.wait_for_service(timeout_sec=10)
+
+    def set_stiffness(value):
+        parameter = Parameter("impedance.translational_stiffness_n_per_m", value=[value] * 3).to_parameter_msg()
+        return set_parameters.call(SetParameters.Request(parameters=[parameter]), timeout_sec=10).results[0]
+
+    refused = set_stiffness(5000.0)
+    assert not refused.successful and "translational_stiffness_n_per_m" in refused.reason
+    assert set_stiffness(STIFFNESS_N_PER_M / 2).successful
+    driver.hold_target(target, 2.0)
+    since = time.monotonic()
+    driver.hold_target(target, 0.5)
+    displacement_m = driver.tcp(since)[0].mean(axis=0) - target
+    assert displacement_m[1] == pytest.approx(2 * expected_m, rel=0.2), displacement_m
 
     driver.push(np.zeros(3))
     driver.hold_target(target, 2.0)

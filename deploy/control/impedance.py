@@ -264,8 +264,9 @@ class JointImpedance:
         self._target_q_rad = None
 
     def compute(self, q_rad, dq_rad_s, target_q_rad, model: RobotModel, dt_s: float,
-                stiffness_scale: float = 1.0) -> np.ndarray:
-        """Joint torque (7,) [Nm] towards `target_q_rad` (7,); `stiffness_scale` 0..1 from the safety layer."""
+                stiffness_scale: float = 1.0, tau_extra_nm: np.ndarray | None = None) -> np.ndarray:
+        """Joint torque (7,) [Nm] towards `target_q_rad` (7,); `stiffness_scale` 0..1 from the safety layer;
+        `tau_extra_nm` as in CartesianImpedance.compute."""
         c = self.config
         q_rad, dq_rad_s = np.asarray(q_rad, dtype=float), np.asarray(dq_rad_s, dtype=float)
         if self._target_q_rad is None:
@@ -282,5 +283,7 @@ class JointImpedance:
         error_rad = np.clip(self._target_q_rad - q_rad, -error_limit, error_limit)
         tau_active_nm = (scale * self._stiffness * error_rad
                          - _joint_damping(self._stiffness, mass_matrix, c.damping_ratio) * dq_rad_s + tau_coriolis_nm)
+        if tau_extra_nm is not None:
+            tau_active_nm = tau_active_nm + tau_extra_nm
         return self._shaper.shape(tau_active_nm, tau_gravity_nm if c.add_gravity else 0.0,
                                   c.max_torque_rate_nm_per_tick, dt_s, model.torque_limits_nm)

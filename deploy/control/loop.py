@@ -13,8 +13,9 @@ from collections import deque
 
 import numpy as np
 
-from deploy.control.chunks import CARTESIAN, Chunk, ChunkError, ChunkExecutor, ChunkExecutorConfig, ExecutorStatus
-from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig
+from deploy.control.chunks import (CARTESIAN, ActionSpace, Chunk, ChunkError, ChunkExecutor, ChunkExecutorConfig,
+                                   ExecutorStatus)
+from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig, JointImpedance, JointImpedanceConfig
 from deploy.control.safety import SafetyConfig, SafetyLayer
 from deploy.robots.base import Robot, RobotState
 
@@ -26,7 +27,7 @@ class TickRecord:
     """What one tick did (for publishing state / reference and for tests)."""
 
     state: RobotState
-    reference_position_m: np.ndarray  # (3,) safe TCP reference
+    reference_position_m: np.ndarray  # (3,) safe TCP reference (FK of the joint reference in joint space)
     reference_quat_xyzw: np.ndarray  # (4,)
     stiffness_scale: float
     tau_sent_nm: np.ndarray  # (7,)
@@ -62,15 +63,18 @@ class LoopStats:
                 "missed_deadline_pct": 100.0 * self.missed_deadlines / max(1, self.ticks)}
 
 
-class CartesianControlLoop:
-    """Executes Cartesian chunks with a compliant, always-safe torque law on a torque-capable robot."""
+class ControlLoop:
+    """Executes chunks (Cartesian or joint space) with a compliant, always-safe torque law on a torque robot."""
 
     def __init__(self, robot: Robot, executor_config: ChunkExecutorConfig, impedance_config: CartesianImpedanceConfig,
-                 safety_config: SafetyConfig, period_s: float = 0.001):
+                 safety_config: SafetyConfig, period_s: float = 0.001, space: ActionSpace = CARTESIAN,
+                 joint_impedance_config: JointImpedanceConfig | None = None):
         self.robot = robot
         self.period_s = period_s
-        self.executor = ChunkExecutor(executor_config, CARTESIAN)
+        self.space = space
+        self.executor = ChunkExecutor(executor_config, space)
         self.impedance = CartesianImpedance(impedance_config)
+        self.joint_impedance = JointImpedance(joint_impedance_config)
         self.safety = SafetyLayer(safety_config, robot.model)
         self.stats = LoopStats(period_s)
         self.rejected_chunks = 0
@@ -81,8 +85,12 @@ class CartesianControlLoop:
         self._last_seq = -1
         self._gripper_width_m: float | None = None
 
-    def offer_chunk(self, chunk: Chunk) -> None:
+    def offer_chunk(self, chunk: Chunk, space: ActionSpace) -> None:
         """Called from any thread; the newest chunk wins and is spliced at the next tick."""
+        if space != self.space:
+            self.rejected_chunks += 1
+            self.last_rejection = f"a {space.name} chunk, but this controller executes {self.space.name} chunks"
+            return
         with self._slot_lock:
             self._slot = chunk
 
@@ -110,19 +118,29 @@ class CartesianControlLoop:
                 self.rejected_chunks += 1  # never an exception out of the loop
                 self.last_rejection = f"{type(error).__name__}: {error}" if not isinstance(error, ChunkError) else str(error)
         candidate = self.executor.sample(now_s)  # (8,) or None before the first chunk
-        measured_pose = self.robot.model.ee_pose(state.q_rad)
-        pose = None if candidate is None else (candidate[0:3], candidate[3:7])
-        safe = self.safety.filter_reference(pose, now_s, measured_pose)
-        if safe is None:  # no valid measurement ever: command nothing, the robot brakes
-            return None
-        tau_nm = self.impedance.compute(state.q_rad, state.dq_rad_s, safe.position_m, safe.quat_xyzw,
-                                        self.robot.model, self.period_s, stiffness_scale=safe.stiffness_scale,
-                                        tau_extra_nm=self.safety.joint_limit_torque(state.q_rad))
+        repulsion_nm = self.safety.joint_limit_torque(state.q_rad)
+        if self.space == CARTESIAN:
+            pose = None if candidate is None else (candidate[0:3], candidate[3:7])
+            safe = self.safety.filter_reference(pose, now_s, self.robot.model.ee_pose(state.q_rad))
+            if safe is None:  # no valid measurement ever: command nothing, the robot brakes
+                return None
+            tau_nm = self.impedance.compute(state.q_rad, state.dq_rad_s, safe.position_m, safe.quat_xyzw,
+                                            self.robot.model, self.period_s, stiffness_scale=safe.stiffness_scale,
+                                            tau_extra_nm=repulsion_nm)
+            reference = (safe.position_m, safe.quat_xyzw)
+        else:
+            safe = self.safety.filter_joint_reference(None if candidate is None else candidate[:7], now_s, state.q_rad)
+            if safe is None:
+                return None
+            tau_nm = self.joint_impedance.compute(state.q_rad, state.dq_rad_s, safe.q_rad, self.robot.model,
+                                                  self.period_s, stiffness_scale=safe.stiffness_scale,
+                                                  tau_extra_nm=repulsion_nm)
+            reference = self.robot.model.ee_pose(safe.q_rad)
         tau_sent_nm = self.robot.command_torque(tau_nm)
         if candidate is not None and np.isfinite(candidate[GRIPPER_INDEX]):
             self._gripper_width_m = float(candidate[GRIPPER_INDEX])
         self.robot.command_gripper(self._gripper_width_m)
-        self.last_tick = TickRecord(state, safe.position_m, safe.quat_xyzw, safe.stiffness_scale, tau_sent_nm,
+        self.last_tick = TickRecord(state, reference[0], reference[1], safe.stiffness_scale, tau_sent_nm,
                                     self._gripper_width_m)
         return self.last_tick
 

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from deploy.control.chunks import Chunk, ChunkExecutorConfig
-from deploy.control.impedance import CartesianImpedanceConfig
-from deploy.control.loop import CartesianControlLoop
+from deploy.control.chunks import CARTESIAN, JOINT, Chunk, ChunkExecutorConfig
+from deploy.control.impedance import CartesianImpedanceConfig, JointImpedanceConfig
+from deploy.control.loop import ControlLoop
 from deploy.control.safety import SafetyConfig
 from deploy.errors import RobotConnectionError
 from deploy.robots.sim import SimRobot
@@ -27,7 +27,8 @@ def _run_sim(link_name, stop):
 
 
 @pytest.fixture
-def loop():
+def loop(request):
+    space = getattr(request, "param", CARTESIAN)
     link_name = f"deploy_looptest_{os.getpid()}"
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
@@ -41,7 +42,8 @@ def loop():
         except RobotConnectionError:
             time.sleep(0.05)
     safety = SafetyConfig(stale_chunk_timeout_s=0.3, soften_ramp_s=0.5)
-    yield CartesianControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True), safety)
+    yield ControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True), safety, space=space,
+                      joint_impedance_config=JointImpedanceConfig(add_gravity=True))
     robot.stop()
     stop.set()
     process.join(timeout=20)
@@ -68,7 +70,7 @@ def test_faults_never_exceed_the_torque_rate_or_leave_the_box(loop):
             break
         target = [p for s, p in schedule if s <= t][-1]
         if target is not None and record.state.seq % 100 == 0:
-            loop.offer_chunk(chunk(t, target))
+            loop.offer_chunk(chunk(t, target), CARTESIAN)
         if not nan_sent and t > 0.5:
             with pytest.raises(Exception):
                 chunk(t, start, x_override=np.nan)  # a NaN never even becomes a Chunk ...
@@ -93,8 +95,24 @@ def test_a_malformed_chunk_is_counted_and_ignored(loop):
     for name, value in (("stamp_s", record.state.stamp_s), ("times_s", np.array([0.1, 0.05])),
                         ("actions", np.zeros((2, 8))), ("weight_version", "")):
         object.__setattr__(bad, name, value)
-    loop.offer_chunk(bad)
+    loop.offer_chunk(bad, CARTESIAN)
     for _ in range(50):
         record = loop.tick(wait_timeout_s=5.0)
     assert record is not None  # the loop kept running
     assert loop.rejected_chunks == 1, loop.last_rejection
+
+
+@pytest.mark.parametrize("loop", [JOINT], indirect=True)
+def test_joint_space_chunks_reach_their_joint_target(loop):
+    target_q = np.array([0.3, -0.6, 0.1, -2.2, 0.1, 1.7, 0.6])
+    actions = np.tile(np.concatenate([target_q, [0.04]]), (16, 1))
+    while True:
+        record = loop.tick(wait_timeout_s=5.0)
+        assert record is not None
+        if record.state.seq % 100 == 0:
+            loop.offer_chunk(Chunk(record.state.stamp_s, 0.05 * np.arange(1, 17), actions), JOINT)
+        if record.state.stamp_s > 4.0:
+            break
+    assert np.abs(record.state.q_rad - target_q).max() < 0.01
+    loop.offer_chunk(Chunk(record.state.stamp_s, 0.05 * np.arange(1, 17), np.zeros((16, 8))), CARTESIAN)
+    assert "executes joint chunks" in loop.last_rejection
