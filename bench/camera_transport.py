@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -104,12 +105,13 @@ def run_subscriber(stop_file: Path, out: Path) -> None:
     rclpy.try_shutdown()
 
 
-def measure(label: str, transports: str | None, domain_id: int, seconds: float, workdir: Path) -> dict:
+def measure(label: str, transports: str | None, domain_id: int, seconds: float, workdir: Path,
+            discovery_range: str = "LOCALHOST") -> dict:
     env = dict(os.environ)
     env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     if transports is not None:
         env["FASTDDS_BUILTIN_TRANSPORTS"] = transports
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE=discovery_range,
                RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1")
     stop_file, sub_out, pub_out = workdir / f"{domain_id}.stop", workdir / f"{domain_id}.sub.json", workdir / f"{domain_id}.pub.json"
     me = [sys.executable, os.path.abspath(__file__), "--cameras", str(CAMERAS)]
@@ -147,6 +149,9 @@ def main():
                         help=f"which settings (labels or raw FASTDDS_BUILTIN_TRANSPORTS values); known: {list(SETTINGS)}")
     parser.add_argument("--first-domain-id", type=int, default=200, help="setting i runs on domain id first + i")
     parser.add_argument("--cameras", type=int, default=2, help="image streams, each 640x480 at 30 Hz")
+    parser.add_argument("--discovery-range", default="LOCALHOST", choices=("LOCALHOST", "SUBNET"),
+                        help="SUBNET only inside a loopback-only network namespace: unshare -n sh -c "
+                             "'ip link set lo up; python bench/camera_transport.py --discovery-range SUBNET'")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--role", choices=("pub", "sub"), help=argparse.SUPPRESS)
     parser.add_argument("--stop-file", help=argparse.SUPPRESS)
@@ -158,16 +163,19 @@ def main():
     if args.role == "sub":
         return run_subscriber(Path(args.stop_file), Path(args.out))
 
+    if args.discovery_range != "LOCALHOST" and [name for _, name in socket.if_nameindex()] != ["lo"]:
+        sys.exit("--discovery-range SUBNET multicasts on every interface: run it in a loopback-only netns (unshare -n)")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.settings):
             transports = SETTINGS.get(name, name)
             label = name if name in SETTINGS else f"FASTDDS_BUILTIN_TRANSPORTS={name}"
-            result = measure(label, transports, args.first_domain_id + i, args.seconds, Path(tmp))
+            result = measure(label, transports, args.first_domain_id + i, args.seconds, Path(tmp), args.discovery_range)
             results.append(result)
             print(f"{label}: {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items() if k != 'setting'})}",
                   flush=True)
-    print(f"\n{CAMERAS} x {WIDTH}x{HEIGHT} rgb8 @ {RATE_HZ:g} Hz, best effort, {args.seconds:g} s per setting")
+    print(f"\n{CAMERAS} x {WIDTH}x{HEIGHT} rgb8 @ {RATE_HZ:g} Hz, best effort, {args.seconds:g} s per setting, "
+          f"ROS_AUTOMATIC_DISCOVERY_RANGE={args.discovery_range}")
     print(f"| {'FASTDDS_BUILTIN_TRANSPORTS':44} | loss % | p50 ms | p99 ms | max ms | pub CPU % | sub CPU % |")
     print(f"|{'-' * 46}|--------|--------|--------|--------|-----------|-----------|")
     for r in results:

@@ -7,18 +7,8 @@ Prints the tick rate on the robot clock, p99 tick-period jitter and missed-deadl
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import time
-
-
-def run_sim(link_name: str, mode: str, camera_rate_hz: float, stop) -> None:
-    from deploy.sim.process import SimConfig, SimRunner
-    import threading
-
-    runner = SimRunner(SimConfig(mode=mode, camera_rate_hz=camera_rate_hz), link_name)
-    threading.Thread(target=lambda: (stop.wait(), runner.stop()), daemon=True).start()
-    runner.run()
 
 
 def main() -> None:
@@ -32,19 +22,11 @@ def main() -> None:
     from deploy.control.loop import ControlLoop
     from deploy.control.safety import SafetyConfig
     from deploy.robots.sim import SimRobot
+    from deploy.sim.process import SimConfig, SimProcess, connect_when_up
 
-    link_name = f"deploy_bench_{os.getpid()}"
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    sim = ctx.Process(target=run_sim, args=(link_name, args.mode, args.camera_rate, stop))
-    sim.start()
-    robot = SimRobot(link_name)
-    for _ in range(100):
-        try:
-            robot.connect()
-            break
-        except Exception:
-            time.sleep(0.1)
+    sim = SimProcess(SimConfig(mode=args.mode, camera_rate_hz=args.camera_rate), f"deploy_bench_{os.getpid()}")
+    robot = SimRobot(sim.link_name)
+    connect_when_up(robot.connect)
     loop = ControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True),
                                 SafetyConfig())
     t_end = time.monotonic() + args.seconds
@@ -52,8 +34,7 @@ def main() -> None:
         loop.tick()
     stats = loop.stats.summary()
     robot.stop()
-    stop.set()
-    sim.join(timeout=10)
+    sim.stop()
     sim_seconds = loop.stats.ticks * loop.period_s
     print(f"mode={args.mode} ticks={loop.stats.ticks} sim-time/wall={sim_seconds / args.seconds:.2f}")
     print(f"rate {stats['rate_hz']:.0f} Hz (robot clock)  jitter p99 {stats['jitter_p99_ms']:.2f} ms  "

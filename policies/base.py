@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from deploy.errors import ConfigError
+from deploy.registry import Registry
 from deploy.sensing.observation import Observation
 
 
@@ -45,17 +46,6 @@ class Policy(abc.ABC):
         """
 
 
-_REGISTRY: dict[str, Callable[..., Policy]] = {}
-
-
-def register(name: str):
-    def decorate(factory):
-        _REGISTRY[name] = factory
-        return factory
-    return decorate
-
-
-def make_policy(name: str, **params) -> Policy:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown policy '{name}' (known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name](**params)
+POLICIES: Registry[Policy] = Registry("policy")
+register = POLICIES.register
+make_policy = POLICIES.make

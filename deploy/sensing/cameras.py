@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from deploy.errors import ConfigError, DeployError, RobotConnectionError
+from deploy.registry import Registry
 
 
 class CameraError(DeployError):
@@ -61,30 +62,9 @@ class Camera(abc.ABC):
         return type(self).__name__
 
 
-_REGISTRY: dict[str, Callable[..., Camera]] = {}
-
-
-def register(kind: str):
-    def decorate(factory):
-        _REGISTRY[kind] = factory
-        return factory
-    return decorate
-
-
-def make_camera(kind: str, **params) -> Camera:
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown camera kind '{kind}' (choose {'|'.join(sorted(_REGISTRY))})")
-    try:
-        return _REGISTRY[kind](**params)
-    except TypeError as error:
-        raise ConfigError(f"camera kind '{kind}': {error}") from None
-
-
-def camera_parameters(kind: str) -> set[str]:
-    """The keyword parameters camera kind `kind` accepts (so a node passes each backend only its own)."""
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown camera kind '{kind}' (choose {'|'.join(sorted(_REGISTRY))})")
-    return set(inspect.signature(_REGISTRY[kind]).parameters)
+CAMERAS: Registry[Camera] = Registry("camera kind")
+register = CAMERAS.register
+make_camera = CAMERAS.make
 
 
 @register("sim")

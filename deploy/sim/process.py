@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from deploy.control.loop import request_realtime_priority
-from deploy.errors import ConfigError
+from deploy.errors import ConfigError, RobotConnectionError
 from deploy.sim import scene
 from deploy.sim.link import MODE_LOCKSTEP, MODE_REALTIME, STALE_AFTER_S, LinkClient, LinkServer
 from deploy.sim.physics import PandaSim
@@ -223,3 +223,40 @@ def render_process_main(link_name: str, width: int, height: int, camera_rate_hz:
     finally:
         renderer.close()
         link.close()
+
+
+class SimProcess:
+    """A SimRunner in a child process (spawned, so MuJoCo/EGL start clean): for tools and tests that need the
+    sim without ROS. `stop()` ends it and waits; the link is removed by the sim itself."""
+
+    def __init__(self, config: SimConfig, link_name: str):
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self.link_name = link_name
+        self.process = ctx.Process(target=_sim_process_main, args=(config, link_name, self._stop), name="sim")
+        self.process.start()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        self._stop.set()
+        self.process.join(timeout=timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _sim_process_main(config: SimConfig, link_name: str, stop) -> None:
+    runner = SimRunner(config, link_name)
+    threading.Thread(target=lambda: (stop.wait(), runner.stop()), daemon=True).start()
+    runner.run()
+
+
+def connect_when_up(connect: Callable[[], None], timeout_s: float = 20.0) -> None:
+    """Call `connect` until the sim's link exists (the child needs a moment to build the scene)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return connect()
+        except RobotConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

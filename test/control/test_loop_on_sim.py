@@ -1,9 +1,6 @@
 """The control loop against the real sim process in lockstep: every tick answered, so torque-rate limits and
 the workspace box can be checked tick by tick through faults (a far target, a NaN chunk, chunks stopping)."""
-import multiprocessing
 import os
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -12,41 +9,24 @@ from deploy.control.chunks import CARTESIAN, JOINT, Chunk, ChunkExecutorConfig
 from deploy.control.impedance import CartesianImpedanceConfig, JointImpedanceConfig
 from deploy.control.loop import ControlLoop
 from deploy.control.safety import SafetyConfig
-from deploy.errors import RobotConnectionError
 from deploy.robots.sim import SimRobot
+from deploy.sim.process import SimConfig, SimProcess, connect_when_up
 
 DOWN = [1.0, 0.0, 0.0, 0.0]
-
-
-def _run_sim(link_name, stop):
-    from deploy.sim.process import SimConfig, SimRunner
-
-    runner = SimRunner(SimConfig(mode="lockstep", image_width=32, image_height=32, camera_rate_hz=1.0), link_name)
-    threading.Thread(target=lambda: (stop.wait(), runner.stop()), daemon=True).start()
-    runner.run()
 
 
 @pytest.fixture
 def loop(request):
     space = getattr(request, "param", CARTESIAN)
-    link_name = f"deploy_looptest_{os.getpid()}"
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    process = ctx.Process(target=_run_sim, args=(link_name, stop))
-    process.start()
-    robot = SimRobot(link_name)
-    for _ in range(200):
-        try:
-            robot.connect()
-            break
-        except RobotConnectionError:
-            time.sleep(0.05)
+    config = SimConfig(mode="lockstep", image_width=32, image_height=32, camera_rate_hz=1.0)
+    sim = SimProcess(config, f"deploy_looptest_{os.getpid()}")
+    robot = SimRobot(sim.link_name)
+    connect_when_up(robot.connect)
     safety = SafetyConfig(stale_chunk_timeout_s=0.3, soften_ramp_s=0.5)
     yield ControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True), safety, space=space,
                       joint_impedance_config=JointImpedanceConfig(add_gravity=True))
     robot.stop()
-    stop.set()
-    process.join(timeout=20)
+    sim.stop()
 
 
 def chunk(stamp_s, position, x_override=None):

@@ -1,7 +1,6 @@
 """The sim's shared-memory link between real processes: lockstep pacing, no torn reads, clear errors."""
-import multiprocessing
 import os
-import threading
+import time
 
 import numpy as np
 import pytest
@@ -9,47 +8,21 @@ import pytest
 from deploy.errors import RobotConnectionError
 from deploy.robots.sim import SimRobot
 from deploy.sensing.cameras import CameraError, make_camera
-
-
-def _run_sim(link_name, mode, stop):
-    from deploy.sim.process import SimConfig, SimRunner
-
-    runner = SimRunner(SimConfig(mode=mode, image_width=64, image_height=64), link_name)
-    threading.Thread(target=lambda: (stop.wait(), runner.stop()), daemon=True).start()
-    runner.run()
+from deploy.sim.process import SimConfig, SimProcess, connect_when_up
 
 
 @pytest.fixture
 def sim_process(request):
     mode = getattr(request, "param", "lockstep")
-    link_name = f"deploy_test_{os.getpid()}_{mode}"
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    process = ctx.Process(target=_run_sim, args=(link_name, mode, stop))
-    process.start()
-    yield link_name
-    stop.set()
-    process.join(timeout=20)
-    if process.is_alive():
-        process.kill()
-    assert not os.path.exists(f"/dev/shm/{link_name}"), "the sim must remove its link when it stops"
-
-
-def connect(robot, attempts=200):
-    import time
-
-    for _ in range(attempts):
-        try:
-            robot.connect()
-            return
-        except RobotConnectionError:
-            time.sleep(0.05)
-    robot.connect()
+    sim = SimProcess(SimConfig(mode=mode, image_width=64, image_height=64), f"deploy_test_{os.getpid()}_{mode}")
+    yield sim.link_name
+    sim.stop()
+    assert not os.path.exists(f"/dev/shm/{sim.link_name}"), "the sim must remove its link when it stops"
 
 
 def test_lockstep_robot_advances_one_millisecond_per_answered_state(sim_process):
     robot = SimRobot(sim_process)
-    connect(robot)
+    connect_when_up(robot.connect)
     state = robot.wait_for_state(-1, timeout_s=10)
     q0 = state.q_rad.copy()
     stamps, seqs = [], []
@@ -75,10 +48,8 @@ def test_lockstep_robot_advances_one_millisecond_per_answered_state(sim_process)
 def test_realtime_cameras_deliver_new_frames(sim_process):
     camera = make_camera("sim", camera_name="front", link_name=sim_process)
     robot = SimRobot(sim_process)
-    connect(robot)
+    connect_when_up(robot.connect)
     camera.open()
-    import time
-
     frames = []
     deadline = time.monotonic() + 20
     while len(frames) < 5 and time.monotonic() < deadline:
