@@ -54,7 +54,8 @@ class ControllerNode(Node):
         safety_config = declare_config(self, SafetyConfig, "safety.")
         self.robot = make_robot(self.config.robot, **declare_prefixed(self, "robot_params."))
         connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'")
-        self.loop = ControlLoop(self.robot, executor_config, impedance_config, safety_config)
+        self.loop = ControlLoop(self.robot, executor_config, impedance_config, safety_config,
+                                space=SPACES[self.config.action_space], joint_impedance_config=joint_impedance_config)
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
         self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)

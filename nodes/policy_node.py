@@ -102,6 +102,7 @@ class PolicyNode(LifecycleNode):
         self._publish_lock = threading.Lock()  # active flag vs. publishing: nothing is published after deactivate
         self._swap_lock = threading.Lock()  # one inference or one weight swap at a time: swaps land between chunks
         self._configure_error: DeployError | None = None
+        self._autostarting = self.config.autostart  # its configure error is raised (one line), not logged
         self._entities: list = []  # subscriptions made at configure
         self.chunk_pub = self.chunk_version_pub = None
         self._receipt_s: collections.deque = collections.deque(maxlen=64)  # (reference stamp, receipt time) [s]
@@ -128,6 +129,7 @@ class PolicyNode(LifecycleNode):
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise self._configure_error or ConfigError("policy node: configure failed")
             self.trigger_activate()
+        self._autostarting = False
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -135,7 +137,8 @@ class PolicyNode(LifecycleNode):
             self.configure_policy()
         except DeployError as error:
             self._configure_error = error
-            self.get_logger().error(str(error))
+            if not self._autostarting:
+                self.get_logger().error(str(error))
             self.teardown()
             return TransitionCallbackReturn.FAILURE
         return super().on_configure(state)

@@ -195,7 +195,7 @@ class ChunkExecutor:
 
     def _splice(self, new: Interpolant, stamp_s: float, now_s: float) -> tuple[np.ndarray, np.ndarray, int]:
         """Knot times (K,), values (K, A) of the next plan and the number of committed points."""
-        cfg, old, quat = self.config, self._plan, self.space.quat
+        cfg, old = self.config, self._plan
         if cfg.strategy == "temporal_ensemble":
             self._live = sorted([c for c in self._live if c.last_s >= now_s] + [_LiveChunk(stamp_s, new)],
                                 key=lambda c: c.stamp_s)

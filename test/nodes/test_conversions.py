@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
+from deploy.control.chunks import CARTESIAN, JOINT, Chunk
 from deploy.nodes import conversions as conv
 
 
