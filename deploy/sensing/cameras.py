@@ -67,6 +67,14 @@ register = CAMERAS.register
 make_camera = CAMERAS.make
 
 
+def camera_parameters(kind: str) -> set[str]:
+    """The keyword parameters camera kind `kind` accepts (so a node passes each backend only its own)."""
+    factory = CAMERAS._factories.get(kind)  # TODO: a public Registry.parameters(name) would be cleaner
+    if factory is None:
+        CAMERAS.make(kind)  # raises the registry's ConfigError naming the unknown kind
+    return set(inspect.signature(factory).parameters)
+
+
 @register("sim")
 class SimCamera(Camera):
     """A camera of the embedded MuJoCo robot, read from the sim's link (frames are stamped by the sim)."""
