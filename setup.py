@@ -16,6 +16,7 @@ CORE_REQUIRES = [
     "torch==2.13.0",
     "opencv-python-headless==5.0.0.93",
     "rosbags==0.11.9",
+    "pyrealsense2==2.59.1.11053",
     "imageio==2.38.1",
     "imageio-ffmpeg==0.8.1",
     "matplotlib==3.11.2",

@@ -1,6 +1,7 @@
 """Plug-ins (camera backends, policies, ...) chosen by a string parameter: one small registry type for all."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Generic, TypeVar
 
 from deploy.errors import ConfigError
@@ -19,11 +20,19 @@ class Registry(Generic[T]):
             return factory
         return decorate
 
-    def make(self, name: str, **params) -> T:
-        """Build plug-in `name`; an unknown name or parameter is a ConfigError that names it."""
+    def parameters(self, name: str) -> set[str]:
+        """The keyword parameters plug-in `name` accepts (so a node passes each backend only its own)."""
+        return set(inspect.signature(self._factory(name)).parameters)
+
+    def _factory(self, name: str) -> Callable[..., T]:
         if name not in self._factories:
             raise ConfigError(f"unknown {self.what} '{name}' (choose {'|'.join(sorted(self._factories))})")
+        return self._factories[name]
+
+    def make(self, name: str, **params) -> T:
+        """Build plug-in `name`; an unknown name or parameter is a ConfigError that names it."""
+        factory = self._factory(name)
         try:
-            return self._factories[name](**params)
+            return factory(**params)
         except TypeError as error:
             raise ConfigError(f"{self.what} '{name}': {error}") from None

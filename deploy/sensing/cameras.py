@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import inspect
 import threading
 import time
 from pathlib import Path
@@ -67,12 +66,7 @@ register = CAMERAS.register
 make_camera = CAMERAS.make
 
 
-def camera_parameters(kind: str) -> set[str]:
-    """The keyword parameters camera kind `kind` accepts (so a node passes each backend only its own)."""
-    factory = CAMERAS._factories.get(kind)  # TODO: a public Registry.parameters(name) would be cleaner
-    if factory is None:
-        CAMERAS.make(kind)  # raises the registry's ConfigError naming the unknown kind
-    return set(inspect.signature(factory).parameters)
+camera_parameters = CAMERAS.parameters
 
 
 @register("sim")
