@@ -14,8 +14,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from deploy.errors import ConfigError
-from deploy.sensing.cameras import (CameraError, camera_parameters, make_camera, parse_crop, preprocess,
-                                    preprocess_intrinsics)
+from deploy.sensing.cameras import CameraError, camera_parameters, make_camera
+from deploy.sensing.preprocess import parse_crop, preprocess, preprocess_intrinsics
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import camera_info_to_msg, compressed_image_to_msg, image_to_msg, time_to_msg
 

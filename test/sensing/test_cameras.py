@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from deploy.errors import ConfigError
-from deploy.sensing.cameras import (CameraError, DeviceClockMapper, Intrinsics, crop_box, make_camera, parse_crop,
-                                    preprocess, preprocess_intrinsics)
+from deploy.sensing.cameras import CameraError, Intrinsics, make_camera
+from deploy.sensing.preprocess import crop_box, parse_crop, preprocess, preprocess_intrinsics
+from deploy.sensing.realsense_camera import DeviceClockMapper
 
 FPS = 30.0
 
@@ -141,7 +142,7 @@ class VanishingDevice:
 
 
 def test_vanished_device_raises_from_read_naming_it(monkeypatch):
-    from deploy.sensing.cameras import OpenCVCamera
+    from deploy.sensing.opencv_camera import OpenCVCamera
 
     monkeypatch.setattr(OpenCVCamera, "_open_capture", lambda self: VanishingDevice())
     camera = make_camera("opencv", device="/dev/video7", max_failed_reads=3)
@@ -159,7 +160,7 @@ def test_vanished_device_raises_from_read_naming_it(monkeypatch):
 
 
 def test_silent_device_times_out_naming_it(monkeypatch):
-    from deploy.sensing.cameras import OpenCVCamera
+    from deploy.sensing.opencv_camera import OpenCVCamera
 
     class Silent(VanishingDevice):
         def read(self):
