@@ -53,9 +53,9 @@ class ControllerNode(Node):
         joint_impedance_config = declare_config(self, JointImpedanceConfig, "joint_impedance.")
         safety_config = declare_config(self, SafetyConfig, "safety.")
         self.robot = make_robot(self.config.robot, **declare_prefixed(self, "robot_params."))
-        connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'")
         self.loop = ControlLoop(self.robot, executor_config, impedance_config, safety_config,
                                 space=SPACES[self.config.action_space], joint_impedance_config=joint_impedance_config)
+        connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'")
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
         self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)

@@ -17,7 +17,8 @@ from deploy.control.chunks import (CARTESIAN, ActionSpace, Chunk, ChunkError, Ch
                                    ExecutorStatus)
 from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig, JointImpedance, JointImpedanceConfig
 from deploy.control.safety import SafetyConfig, SafetyLayer
-from deploy.robots.base import Robot, RobotState
+from deploy.errors import ConfigError
+from deploy.robots.base import Capability, Robot, RobotState
 
 GRIPPER_INDEX = 7  # gripper width [m] in a Cartesian action
 
@@ -69,6 +70,9 @@ class ControlLoop:
     def __init__(self, robot: Robot, executor_config: ChunkExecutorConfig, impedance_config: CartesianImpedanceConfig,
                  safety_config: SafetyConfig, period_s: float = 0.001, space: ActionSpace = CARTESIAN,
                  joint_impedance_config: JointImpedanceConfig | None = None):
+        if Capability.TORQUE not in robot.capabilities:
+            raise ConfigError(f"{type(robot).__name__} takes {robot.capabilities.name.lower()} commands; this "
+                              "controller drives torque backends only so far (target streaming is not wired yet)")
         self.robot = robot
         self.period_s = period_s
         self.space = space

@@ -117,9 +117,10 @@ def test_unknown_graph():
         resolve("nope", {})
 
 
-def test_missing_params_file_is_named():
-    with pytest.raises(ConfigError, match=r"parameter file not found: .*config/cameras_franka\.yaml"):
-        resolve("real_robot", {"robot": "franka"})
+def test_missing_params_file_is_named(tmp_path):
+    name = _one_node_graph(tmp_path, "solo:\n  ros__parameters: {}\n", template="missing_{x}.yaml")
+    with pytest.raises(ConfigError, match=r"parameter file not found: .*missing_1\.yaml"):
+        resolve(name, {})
 
 
 def _one_node_graph(tmp_path, yaml_text, name="solo", template="solo.yaml", params=()):
