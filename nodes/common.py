@@ -88,6 +88,7 @@ def run_node(make_node: Callable[[], Node], executor_cls=None) -> None:
     # (close()) before the context goes down; rclpy's handler would invalidate publishers under them.
     rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)  # also when started with SIGINT ignored (a & job)
     node = None
     try:
         node = make_node()
@@ -96,7 +97,8 @@ def run_node(make_node: Callable[[], Node], executor_cls=None) -> None:
         # a core at 100 % (rclpy 9.1.2). The 1 kHz loop runs in its own thread, not on the executor.
         executor = (executor_cls or SingleThreadedExecutor)()
         executor.add_node(node)
-        executor.spin()
+        while node.context.ok():  # wake at least every 0.1 s so Ctrl-C is handled even with nothing to do
+            executor.spin_once(timeout_sec=0.1)
     except DeployError as error:
         print(f"{sys.argv[0]}: error: {error}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from typing import Callable
@@ -204,6 +205,7 @@ def render_process_main(link_name: str, width: int, height: int, camera_rate_hz:
     Exits when the sim's heartbeat stops (the sim ended or was killed) or its parent is gone.
     """
     parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the sim ends this process
     os.nice(10)  # frames may be late; physics and the 1 kHz controller may not
     link = LinkClient(link_name)
     renderer = SceneRenderer(scene.build_scene(), width, height)
