@@ -79,6 +79,7 @@ def test_sim_graph_runs_end_to_end(launch_graph, probe):
     assert graph.interrupt() == 0, graph.output[-3000:]
     assert all(line.startswith("[") or line.startswith("deploy") for line in graph.lines if line.strip())
     assert pids_of_node("controller") == [] and pids_of_node("sim") == []
+    assert not Path(f"/dev/shm/deploy_sim_{graph.domain_id}").exists(), "the sim must remove its link"
 
 
 def test_killing_a_required_node_stops_the_graph(launch_graph, probe):
