@@ -14,7 +14,8 @@ from torch import nn
 
 from deploy.errors import ConfigError
 from deploy.policies.base import PolicyMetadata, register
-from deploy.policies.learned import ACTION_DIM, LearnedPolicy, LearnedPolicyConfig, seeded
+from deploy.policies.learned import (ACTION_DIM, LearnedPolicy, LearnedPolicyConfig, seeded, transformer_decoder,
+                                     transformer_encoder)
 
 
 @dataclasses.dataclass
@@ -35,12 +36,6 @@ class ACTConfig(LearnedPolicyConfig):
             raise ConfigError(f"kl_weight ({self.kl_weight}) must be >= 0")
 
 
-def _encoder(config: LearnedPolicyConfig, n_layers: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, config.dim_feedforward, config.dropout,
-                                       batch_first=True, norm_first=True)
-    return nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(config.d_model), enable_nested_tensor=False)
-
-
 @register("act")
 class ACTPolicy(LearnedPolicy):
     config_class = ACTConfig
@@ -50,11 +45,9 @@ class ACTPolicy(LearnedPolicy):
             super().__init__(config, metadata)
             d, h = config.d_model, metadata.horizon
             self.latent_in = nn.Linear(config.latent_dim, d)
-            self.encoder = _encoder(config, config.n_encoder_layers)
+            self.encoder = transformer_encoder(config, config.n_encoder_layers)
             self.encoder_position = nn.Parameter(torch.randn(1, d) * 0.02)  # the latent token's slot
-            decoder_layer = nn.TransformerDecoderLayer(d, config.n_heads, config.dim_feedforward, config.dropout,
-                                                       batch_first=True, norm_first=True)
-            self.decoder = nn.TransformerDecoder(decoder_layer, config.n_decoder_layers, norm=nn.LayerNorm(d))
+            self.decoder = transformer_decoder(config, config.n_decoder_layers)
             self.queries = nn.Parameter(torch.randn(h, d) * 0.02)  # one per chunk step
             self.action_head = nn.Linear(d, ACTION_DIM)
             if config.use_vae:
@@ -62,7 +55,7 @@ class ACTPolicy(LearnedPolicy):
                 self.vae_state = nn.Linear(self.normalizer.state.mean.numel(), d)
                 self.vae_action = nn.Linear(ACTION_DIM, d)
                 self.vae_position = nn.Parameter(torch.randn(2 + h, d) * 0.02)
-                self.vae_encoder = _encoder(config, config.n_vae_encoder_layers)
+                self.vae_encoder = transformer_encoder(config, config.n_vae_encoder_layers)
                 self.vae_out = nn.Linear(d, 2 * config.latent_dim)
         self.eval()
 

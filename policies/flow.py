@@ -17,7 +17,8 @@ from torch import nn
 
 from deploy.errors import ConfigError
 from deploy.policies.base import PolicyMetadata, register
-from deploy.policies.learned import ACTION_DIM, LearnedPolicy, LearnedPolicyConfig, seeded
+from deploy.policies.learned import (ACTION_DIM, LearnedPolicy, LearnedPolicyConfig, seeded, transformer_decoder,
+                                     transformer_encoder)
 
 
 @dataclasses.dataclass
@@ -50,16 +51,11 @@ class FlowPolicy(LearnedPolicy):
         with seeded(config.seed):
             super().__init__(config, metadata)
             d = config.d_model
-            encoder_layer = nn.TransformerEncoderLayer(d, config.n_heads, config.dim_feedforward, config.dropout,
-                                                       batch_first=True, norm_first=True)
-            self.encoder = nn.TransformerEncoder(encoder_layer, config.n_encoder_layers, norm=nn.LayerNorm(d),
-                                                 enable_nested_tensor=False)
+            self.encoder = transformer_encoder(config, config.n_encoder_layers)
             self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
             self.action_in = nn.Linear(ACTION_DIM, d)
             self.chunk_position = nn.Parameter(torch.randn(metadata.horizon, d) * 0.02)
-            decoder_layer = nn.TransformerDecoderLayer(d, config.n_heads, config.dim_feedforward, config.dropout,
-                                                       batch_first=True, norm_first=True)
-            self.decoder = nn.TransformerDecoder(decoder_layer, config.n_decoder_layers, norm=nn.LayerNorm(d))
+            self.decoder = transformer_decoder(config, config.n_decoder_layers)
             self.velocity_out = nn.Linear(d, ACTION_DIM)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.eval()

@@ -169,3 +169,17 @@ class LearnedPolicy(nn.Module, Policy):
     @abc.abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Training loss on a raw batch: `batch_from_observations` keys + "actions" (B, H, A)."""
+
+
+def transformer_encoder(config: LearnedPolicyConfig, n_layers: int) -> nn.TransformerEncoder:
+    """Pre-norm encoder stack shared by the chunk policies."""
+    layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, config.dim_feedforward, config.dropout,
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, n_layers, norm=nn.LayerNorm(config.d_model), enable_nested_tensor=False)
+
+
+def transformer_decoder(config: LearnedPolicyConfig, n_layers: int) -> nn.TransformerDecoder:
+    """Pre-norm decoder stack (chunk queries attend to the observation tokens)."""
+    layer = nn.TransformerDecoderLayer(config.d_model, config.n_heads, config.dim_feedforward, config.dropout,
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerDecoder(layer, n_layers, norm=nn.LayerNorm(config.d_model))

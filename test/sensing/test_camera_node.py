@@ -93,21 +93,23 @@ def test_realsense_node_without_device_reports_and_stays_alive(domain_id, probe)
     assert "Traceback" not in output, output
 
 
-def test_bad_crop_is_one_clear_line(domain_id):
-    proc = start_node(domain_id, "camera_name:=x", "kind:=opencv", "path:=/nonexistent.avi", "crop:=middle")
+def exit_of_node(domain_id, *params) -> tuple[int, str]:
+    """Run a camera node that should refuse to start; its exit code and output."""
+    proc = start_node(domain_id, "camera_name:=x", "kind:=opencv", "path:=/nonexistent.avi", *params)
     try:
         code = proc.wait(timeout=20)
     finally:
         output = stop(proc)
+    return code, output
+
+
+def test_bad_crop_is_one_clear_line(domain_id):
+    code, output = exit_of_node(domain_id, "crop:=middle")
     assert code == 2 and "crop 'middle'" in output and "Traceback" not in output, output
 
 
 def test_parameter_of_another_backend_is_refused(domain_id):
-    proc = start_node(domain_id, "camera_name:=x", "kind:=opencv", "path:=/nonexistent.avi", "serial:=123")
-    try:
-        code = proc.wait(timeout=20)
-    finally:
-        output = stop(proc)
+    code, output = exit_of_node(domain_id, "serial:=123")
     assert code == 2 and "serial do not apply to camera kind 'opencv'" in output, output
 
 
