@@ -52,8 +52,12 @@ def test_video_file_camera_node_publishes_preprocessed_frames(domain_id, probe, 
                       "crop:=center", "output_width:=64", "output_height:=48", "jpeg:=true",
                       "intrinsics:=[200.0, 200.0, 79.5, 59.5]")
     try:
-        assert wait_until(lambda: len(images) >= 20 and len(infos) >= 20 and jpegs, timeout_s=30), (
-            f"images {len(images)} infos {len(infos)} jpegs {len(jpegs)}\n{stop(proc)}")
+        def camera_status():
+            return [st for _, a in diagnostics for st in a.status if st.name == "camera test"]
+
+        # diagnostics come at 1 Hz: wait for one too, not only for 20 frames (~0.7 s)
+        assert wait_until(lambda: len(images) >= 20 and len(infos) >= 20 and jpegs and camera_status(),
+                          timeout_s=30), f"images {len(images)} infos {len(infos)} jpegs {len(jpegs)}\n{stop(proc)}"
         assert proc.poll() is None
     finally:
         output = stop(proc)
