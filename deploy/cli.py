@@ -1,11 +1,15 @@
-"""`deploy` command line: `deploy launch <graph> [name:=value ...] [--domain-id N] [--duration S]`.
+"""`deploy` command line: `deploy launch <graph> [name:=value ...] [--domain-id N] [--duration S]`, `deploy demo`,
+and the subcommands of the modules in `COMMAND_MODULES`.
 
-Subcommands are registered in `main()`; each is a function taking the parsed namespace and returning the exit
-code. A `ConfigError` anywhere becomes one line `deploy: error: <message>` on stderr and exit code 2.
+Each subcommand is a function taking the parsed namespace and returning the exit code. A module in
+`COMMAND_MODULES` exposes `register(commands)` adding its parsers to the subparsers action (keep its top-level
+imports light: `deploy --help` imports them all). A `ConfigError` anywhere becomes one line
+`deploy: error: <message>` on stderr and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 from pathlib import Path
@@ -13,6 +17,7 @@ from pathlib import Path
 from deploy.errors import ConfigError
 
 EXIT_USAGE = 2
+COMMAND_MODULES: tuple[str, ...] = ()  # e.g. "deploy.data.commands"; each has register(commands)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="runs/demo", help="folder for front.mp4 and front.strip.png")
     demo.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the nodes")
     demo.set_defaults(func=_cmd_demo)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 
