@@ -36,7 +36,7 @@ from deploy.errors import ConfigError, DeployError
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import (chunk_to_msg, chunk_version_to_msg, image_from_msg, joint_state_from_msg,
                                       labelled_array_from_msg, pose_from_msg, time_from_msg, time_to_msg)
-from deploy.policies import scripted  # noqa: F401  (registers the scripted policies)
+from deploy.policies import expert, scripted  # noqa: F401  (registers the scripted policies)
 from deploy.policies.base import Policy, make_policy
 from deploy.policies.runtime import ExecutedFractionTrigger, LatencyWindow, committed_prefix, dummy_observation
 from deploy.sensing.observation import ObservationAssembler
@@ -166,6 +166,9 @@ class PolicyNode(LifecycleNode):
                 SENSOR_QOS))
         if "ee_pose" in meta.state_keys:
             self._entities.append(self.create_subscription(PoseStamped, "/proprio/ee_pose", self.on_pose, SENSOR_QOS))
+        if "cube_pose" in meta.state_keys:  # privileged sim state, read by the scripted expert
+            self._entities.append(self.create_subscription(PoseStamped, "/sim/cube_pose", self.on_cube_pose,
+                                                           COMMAND_QOS))
         if {"gripper_width", "joint_positions"} & set(meta.state_keys):
             self._entities.append(self.create_subscription(JointState, "/proprio/joint_states", self.on_joints,
                                                            SENSOR_QOS))
@@ -219,6 +222,10 @@ class PolicyNode(LifecycleNode):
         stamp_s, position, quat = pose_from_msg(msg)
         self.assembler.update("ee_pose", stamp_s, np.concatenate([position, quat]))
         self._maybe_start(("ee_pose",), msg.header.stamp)
+
+    def on_cube_pose(self, msg: PoseStamped):
+        stamp_s, position, quat = pose_from_msg(msg)
+        self.assembler.update("cube_pose", stamp_s, np.concatenate([position, quat]))
 
     def on_joints(self, msg: JointState):
         stamp_s, q, _, _, gripper = joint_state_from_msg(msg)

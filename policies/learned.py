@@ -23,8 +23,8 @@ from deploy.policies.vision import ImageEncoder, resize_images
 from deploy.sensing.observation import Observation
 
 ACTION_DIM = 8  # cartesian [x y z qx qy qz qw gripper_m] or joint [q1..q7 gripper_m]
-STATE_DIMS = {"ee_pose": 7, "gripper_width": 1, "joint_positions": 7}
-QUATERNION_OFFSET = {"ee_pose": 3}  # state keys holding a quaternion [qx qy qz qw] at this offset
+STATE_DIMS = {"ee_pose": 7, "gripper_width": 1, "joint_positions": 7, "cube_pose": 7}  # cube: privileged sim state
+QUATERNION_OFFSET = {"ee_pose": 3, "cube_pose": 3}  # state keys holding a quaternion [qx qy qz qw] at this offset
 
 
 def camera_key(name: str) -> str:

@@ -24,7 +24,8 @@ from deploy.sensing.observation import Observation
 DEMO_TCP_XYZ_M = (0.45, 0.0, 0.25)  # centre of the demo workspace
 TOOL_DOWN_XYZW = (1.0, 0.0, 0.0, 0.0)
 STATE_PLACEHOLDERS = {"ee_pose": np.array(DEMO_TCP_XYZ_M + TOOL_DOWN_XYZW), "gripper_width": np.array([0.04]),
-                      "joint_positions": np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])}
+                      "joint_positions": np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]),
+                      "cube_pose": np.array([0.5, 0.0, 0.02, 0.0, 0.0, 0.0, 1.0])}
 
 
 class LatencyWindow:

@@ -40,15 +40,19 @@ class PandaSim:
 
     # --- episode --------------------------------------------------------------------------------------------
     def reset(self, seed: int) -> None:
-        """Arm at home, gripper open, cube at a seeded random pose in the start region."""
+        """Arm at home, gripper open, cube at a seeded random pose in the start region, time 0."""
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[self._arm_qpos] = scene.HOME_Q_RAD
+        self._brake_q_rad = None
+        self.place_cube(seed)
+
+    def place_cube(self, seed: int) -> None:
+        """A new episode on a running sim: only the cube moves (to its seeded start pose); the arm, its
+        controller and the clock carry on, as on a real robot where an episode reset never teleports the arm."""
         rng = np.random.default_rng(seed)
         xy = [rng.uniform(*scene.CUBE_START_X_M), rng.uniform(*scene.CUBE_START_Y_M)]
         yaw = rng.uniform(-np.pi, np.pi)
         self.set_cube_pose(np.array([*xy, scene.CUBE_HALF_SIZE_M]), Rotation.from_euler("z", yaw).as_quat())
-        self._brake_q_rad = None
-        mujoco.mj_forward(self.model, self.data)
 
     def set_cube_pose(self, position_m, quat_xyzw) -> None:
         """Place the cube (by hand, as in a test), at rest."""

@@ -73,7 +73,7 @@ class SimRunner:
     def reset(self) -> int:
         with self.lock:
             self.episode += 1
-            self.sim.reset(self.config.seed + self.episode)
+            self.sim.place_cube(self.config.seed + self.episode)
         return self.config.seed + self.episode
 
     def apply_ee_wrench(self, force_n, torque_nm) -> None:

@@ -1,0 +1,158 @@
+"""`deploy collect-demos`, `deploy eval` and `deploy train-bc`.
+
+collect-demos and eval start the sim graph (every node in its own process, as `deploy launch sim` does) with
+the scripted expert or a checkpoint as the policy, and run seeded episodes through it from an episode node in
+this process, logging every step. Episode k of a run uses cube seed `--seed` + k, so eval seeds (default from
+1000) never overlap demo seeds (default from 0).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from deploy.errors import ConfigError
+
+EXPERT = "scripted:push_expert"
+DEFAULT_CAMERAS = "front,wrist"
+
+
+def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: list[str], domain_id: int | None,
+                 timeout_s: float, label: str) -> list[dict]:
+    """Start the sim graph with `policy`, run `episodes` logged episodes under `output`; -> their outcomes."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from deploy.graph.description import resolve
+    from deploy.graph.runner import GraphRunner, check_modules, child_environment
+    from deploy.learning.episodes import EpisodeConfig
+    from deploy.nodes.episode_node import EpisodeNode
+
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    graph = resolve("sim", {"policy": policy, "seed": str(seed), "cameras": ",".join(cameras)})
+    check_modules(graph)
+    env = child_environment(os.environ, domain_id)
+    runner = GraphRunner(graph, env, out=open(output / "graph.log", "w"), err=open(output / "graph.err.log", "w"))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env.get("ROS_DOMAIN_ID", "0")))
+    node = EpisodeNode(tuple(cameras), EpisodeConfig(timeout_s=timeout_s), context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    outcomes = []
+    try:
+        runner.start()
+        spinner.start()
+        node.wait_for_inputs()
+        for k in range(episodes):
+            if interrupted.is_set():
+                break
+            started = time.monotonic()
+            outcome = node.run_episode(output, {"policy": policy, "label": label})
+            outcomes.append(outcome)
+            rate = sum(o["success"] for o in outcomes) / len(outcomes)
+            print(f"{label} episode {k + 1}/{episodes}: seed {outcome['seed']} "
+                  f"{'success' if outcome['success'] else 'FAIL (' + outcome['reason'] + ')'} after "
+                  f"{outcome['duration_s']:.1f} s ({time.monotonic() - started:.0f} s with homing); "
+                  f"success so far {rate:.0%}", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        runner.stop()
+    return outcomes
+
+
+def _summary(outcomes: list[dict], policy: str, output: Path) -> dict:
+    successes = sum(o["success"] for o in outcomes)
+    summary = {"policy": policy, "episodes": len(outcomes), "successes": successes,
+               "success_rate": successes / max(1, len(outcomes)), "seeds": [o["seed"] for o in outcomes],
+               "outcomes": outcomes}
+    (output / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _cmd_collect(ns: argparse.Namespace) -> int:
+    output = Path(ns.output)
+    output.mkdir(parents=True, exist_ok=True)
+    outcomes = run_episodes(EXPERT, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
+                            ns.timeout, "demo")
+    summary = _summary(outcomes, EXPERT, output)
+    print(f"deploy collect-demos: {summary['successes']}/{summary['episodes']} expert episodes succeeded; "
+          f"episode log in {output}")
+    return 0 if outcomes else 1
+
+
+def _cmd_eval(ns: argparse.Namespace) -> int:
+    checkpoint = ns.policy if ns.policy.startswith("scripted:") else str(Path(ns.policy).resolve())
+    if not ns.policy.startswith("scripted:"):
+        from deploy.policies.checkpoint import load_checkpoint
+
+        load_checkpoint(checkpoint)  # a bad checkpoint fails here, in one line, before the graph starts
+    output = Path(ns.output)
+    output.mkdir(parents=True, exist_ok=True)
+    outcomes = run_episodes(checkpoint, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
+                            ns.timeout, "eval")
+    summary = _summary(outcomes, checkpoint, output)
+    print(f"deploy eval: success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']} "
+          f"seeded episodes, seeds {ns.seed + 1}..{ns.seed + len(outcomes)}); report in {output / 'summary.json'}")
+    return 0 if outcomes else 1
+
+
+def _cmd_train_bc(ns: argparse.Namespace) -> int:
+    from deploy.learning.bc import BCConfig, train_bc
+
+    config = BCConfig(kind=ns.kind, steps=ns.steps, batch_size=ns.batch_size, learning_rate=ns.lr, seed=ns.seed,
+                      max_episodes=ns.max_episodes, cameras=tuple(c for c in ns.cameras.split(",") if c),
+                      image_size=ns.image_size)
+    path = train_bc([Path(d) for d in ns.demos], Path(ns.output), config)
+    print(f"deploy train-bc: checkpoint written to {path}")
+    return 0
+
+
+def register(commands) -> None:
+    collect = commands.add_parser("collect-demos", help="record scripted-expert episodes through the sim graph",
+                                  description="Run the scripted expert through the full sim graph for N seeded "
+                                              "episodes and log every step (frames, proprioception, actions).")
+    collect.add_argument("--episodes", type=int, default=50, help="number of episodes (default 50)")
+    collect.add_argument("--output", default="runs/demos", help="episode log folder (appends)")
+    collect.add_argument("--seed", type=int, default=0, help="episode k uses cube seed SEED + k (default 0)")
+    collect.set_defaults(func=_cmd_collect)
+
+    evaluate = commands.add_parser("eval", help="success rate of a policy over seeded sim episodes",
+                                   description="Run a checkpoint through the full sim graph for M seeded episodes "
+                                               "and report the success rate.")
+    evaluate.add_argument("--policy", required=True, help="checkpoint directory or scripted:<name>")
+    evaluate.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
+    evaluate.add_argument("--output", default="runs/eval", help="folder for the episode log and summary.json")
+    evaluate.add_argument("--seed", type=int, default=1000, help="episode k uses cube seed SEED + k (default 1000)")
+    evaluate.set_defaults(func=_cmd_eval)
+    for sub in (collect, evaluate):
+        sub.add_argument("--cameras", default=DEFAULT_CAMERAS, help=f"cameras to run and log (default {DEFAULT_CAMERAS})")
+        sub.add_argument("--timeout", type=float, default=30.0, help="seconds before an episode fails (default 30)")
+        sub.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+
+    train = commands.add_parser("train-bc", help="behaviour-clone a chunk policy from logged episodes",
+                                description="Train an ACT-style (or flow) chunk policy on successful episodes of "
+                                            "one or more episode logs, on CPU; writes a checkpoint directory with "
+                                            "a loss curve.")
+    train.add_argument("demos", nargs="+", help="episode log folders (e.g. runs/demos)")
+    train.add_argument("--output", required=True, help="checkpoint directory to write")
+    train.add_argument("--kind", default="act", help="architecture: act | flow (default act)")
+    train.add_argument("--steps", type=int, default=3000, help="gradient steps (default 3000)")
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-episodes", type=int, default=0, help="use at most this many episodes (0 = all)")
+    train.add_argument("--cameras", default="front", help="cameras the policy reads (default front)")
+    train.add_argument("--image-size", type=int, default=64, help="square input size in pixels (default 64)")
+    train.set_defaults(func=_cmd_train_bc)
+

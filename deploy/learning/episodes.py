@@ -1,0 +1,119 @@
+"""Episodes on the running graph, without ROS: what one logged step holds, how the arm is brought to the start
+pose between episodes, and when an episode ends.
+
+A step is taken at the policy's chunk spacing (`step_rate_hz` = 1 / dt), so the executed references of the
+next H steps are exactly the action chunk a behaviour-cloned policy learns to output for this step's
+observation (`chunk_labels`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+
+import numpy as np
+
+from deploy.errors import ConfigError
+from deploy.policies.expert import TOOL_DOWN_XYZW, walk
+
+START_TCP_XYZ_M = np.array([0.45, 0.0, 0.25])  # where every episode starts, tool down, above the cube region
+HOMING_CLEARANCE_Z_M = 0.12  # a TCP lower than this rises first, so homing never sweeps across the table
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeConfig:
+    step_rate_hz: float = 20.0  # logged steps per second (= 1 / the policy's chunk spacing)
+    timeout_s: float = 30.0  # an episode without success ends as a failure after this long
+    success_hold_s: float = 0.3  # the task must report success this long before the episode ends
+    homing_speed_m_s: float = 0.2
+    homing_tolerance_m: float = 0.01  # the start pose is reached within this distance
+    homing_timeout_s: float = 15.0
+    settle_s: float = 0.5  # wait after placing the cube, so the first observation sees it at rest
+    gripper_width_m: float = 0.0  # gripper command while homing (the push task keeps it closed)
+
+    def __post_init__(self):
+        for name in ("step_rate_hz", "timeout_s", "homing_speed_m_s", "homing_tolerance_m", "homing_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"episode {name} {getattr(self, name)} must be > 0")
+
+
+def homing_actions(tcp_xyz_m: np.ndarray, dt_s: float, speed_m_s: float, gripper_width_m: float,
+                   target_xyz_m: np.ndarray = START_TCP_XYZ_M) -> np.ndarray:
+    """(N, 8) Cartesian points every dt_s from the TCP to the start pose (rising first when low), tool down;
+    N covers the whole path plus a short hold at the end."""
+    path = [np.asarray(tcp_xyz_m, dtype=float)]
+    if path[0][2] < HOMING_CLEARANCE_Z_M:
+        path.append(np.array([*path[0][:2], HOMING_CLEARANCE_Z_M]))
+    path.append(np.asarray(target_xyz_m, dtype=float))
+    path = np.array(path)
+    length_m = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
+    n = max(2, math.ceil(length_m / (speed_m_s * dt_s)) + 10)
+    actions = np.empty((n, 8))
+    actions[:, 0:3] = walk(path, speed_m_s * dt_s * np.arange(1, n + 1))
+    actions[:, 3:7] = TOOL_DOWN_XYZW
+    actions[:, 7] = gripper_width_m
+    return actions
+
+
+class LatestValues:
+    """Thread-safe store of the newest value of each named input (subscription callbacks write, the step timer
+    reads); `snapshot` fills inputs never received with NaN of the declared shape so every step has every field."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]]):
+        self._shapes = dict(shapes)
+        self._values: dict[str, np.ndarray] = {}
+        self._frames: dict[str, tuple[float, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, key: str, value) -> None:
+        if key not in self._shapes:
+            raise ConfigError(f"step field '{key}' is not one of {sorted(self._shapes)}")
+        value = np.asarray(value, dtype=float).reshape(self._shapes[key])
+        with self._lock:
+            self._values[key] = value
+
+    def set_frame(self, camera: str, stamp_s: float, image: np.ndarray) -> None:
+        with self._lock:
+            self._frames[camera] = (stamp_s, image)
+
+    def has_frames(self, cameras) -> bool:
+        with self._lock:
+            return all(camera in self._frames for camera in cameras)
+
+    def snapshot(self, cameras) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """-> (values incl. `stamp_<camera>_s`, frames) at this moment."""
+        with self._lock:
+            values = {key: self._values.get(key, np.full(shape, np.nan)).copy() for key, shape in self._shapes.items()}
+            frames = {camera: self._frames[camera][1] for camera in cameras}
+            for camera in cameras:
+                values[f"stamp_{camera}_s"] = np.array(self._frames[camera][0])
+        return values, frames
+
+
+def chunk_labels(executed: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour-cloning targets from one episode's executed actions (T, A): for step t the actions of steps
+    t+1 .. t+H, the last one repeated past the episode's end -> (labels (T, H, A), valid mask (T, H))."""
+    t_count = len(executed)
+    index = np.arange(t_count)[:, None] + np.arange(1, horizon + 1)[None, :]  # (T, H)
+    valid = index < t_count
+    return executed[np.minimum(index, t_count - 1)], valid
+
+
+class EpisodeClock:
+    """Ends an episode on held success or timeout (times in seconds of the node clock)."""
+
+    def __init__(self, config: EpisodeConfig, start_s: float):
+        self.config, self.start_s = config, start_s
+        self._success_since_s: float | None = None
+
+    def update(self, now_s: float, success: bool) -> str | None:
+        """-> None while running, else the outcome reason: "success" or "timeout"."""
+        if success:
+            self._success_since_s = now_s if self._success_since_s is None else self._success_since_s
+            if now_s - self._success_since_s >= self.config.success_hold_s:
+                return "success"
+        else:
+            self._success_since_s = None
+        if now_s - self.start_s >= self.config.timeout_s:
+            return "timeout"
+        return None

@@ -1,0 +1,206 @@
+"""Episode node: runs seeded episodes on the graph and logs every step to the episode log.
+
+Per episode: deactivate the policy (lifecycle), drive the arm to the start pose with homing chunks on the policy's
+chunk topic (while the policy is inactive nothing else writes it), place the cube (`/sim/reset`), activate the
+policy, log a step at `step_rate_hz` until the task reports success for `success_hold_s` or `timeout_s` passes,
+deactivate the policy and close the episode with its outcome.
+
+A step holds the camera frames, proprioception, the cube pose (sim), the executed action (the controller's
+reference + gripper), the policy's latest chunk and weight version, the human's action and the intervention
+flag, success and reward, each as the newest sample at the step's time. Used by `deploy collect-demos`,
+`deploy eval` (in-process, see deploy/learning/commands.py).
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Header
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from deploy.control.chunks import CARTESIAN, Chunk
+from deploy.data.episodes import EpisodeWriter
+from deploy.errors import DeployError
+from deploy.graph.description import TOPICS
+from deploy.learning.episodes import EpisodeClock, EpisodeConfig, LatestValues, homing_actions
+from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS
+from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
+                                      joint_state_from_msg, pose_from_msg, time_from_msg)
+
+SERVICE_TIMEOUT_S = 10.0
+HOMING_REPUBLISH_S = 0.2  # below the controller's stale-chunk timeout
+
+
+def step_shapes(horizon: int) -> dict[str, tuple[int, ...]]:
+    """The numeric fields of one logged step (besides stamps, frames and the weight version)."""
+    return {"ee_pose": (7,), "gripper_width": (1,), "joint_positions": (7,), "joint_velocities": (7,),
+            "cube_pose": (7,), "executed_action": (8,), "reference_pose": (7,), "policy_chunk": (horizon, 8),
+            "policy_chunk_stamp_s": (), "human_action": (8,), "intervention": (), "success": ()}
+
+
+class EpisodeNode(Node):
+    def __init__(self, cameras: tuple[str, ...], config: EpisodeConfig, horizon: int = 16, context=None):
+        super().__init__("episodes", context=context)
+        self.cameras, self.config, self.horizon = tuple(cameras), config, horizon
+        self.latest = LatestValues(step_shapes(horizon))
+        self.weight_version = "none"
+        self._tcp: np.ndarray | None = None
+        self._human: Chunk | None = None
+        for camera in self.cameras:
+            self.create_subscription(Image, f"/cameras/{camera}/image_raw",
+                                     lambda msg, c=camera: self.latest.set_frame(c, time_from_msg(msg.header.stamp),
+                                                                                  image_from_msg(msg)), SENSOR_QOS)
+        self.create_subscription(PoseStamped, "/proprio/ee_pose", self.on_pose, SENSOR_QOS)
+        self.create_subscription(JointState, "/proprio/joint_states", self.on_joints, SENSOR_QOS)
+        self.create_subscription(PoseStamped, "/controller/reference", self.on_reference, SENSOR_QOS)
+        self.create_subscription(PoseStamped, "/sim/cube_pose", self.on_cube, COMMAND_QOS)
+        self.create_subscription(Bool, "/sim/success", lambda m: self.latest.set("success", float(m.data)), COMMAND_QOS)
+        self.create_subscription(Bool, "/intervention/active", lambda m: self.latest.set("intervention", float(m.data)),
+                                 COMMAND_QOS)
+        self.create_subscription(MultiDOFJointTrajectory, TOPICS["policy_chunk"], self.on_policy_chunk, COMMAND_QOS)
+        self.create_subscription(Header, "/policy/chunk_version", self.on_chunk_version, COMMAND_QOS)
+        self.create_subscription(MultiDOFJointTrajectory, "/intervention/human_chunk", self.on_human_chunk,
+                                 COMMAND_QOS)
+        self.homing_pub = self.create_publisher(MultiDOFJointTrajectory, TOPICS["policy_chunk"], COMMAND_QOS)
+        self.reset_client = self.create_client(Trigger, "/sim/reset")
+        self.lifecycle_client = self.create_client(ChangeState, "/policy/change_state")
+
+    # --- inputs ------------------------------------------------------------------------------------------
+    def on_pose(self, msg: PoseStamped):
+        _, position, quat = pose_from_msg(msg)
+        self._tcp = position
+        self.latest.set("ee_pose", np.concatenate([position, quat]))
+
+    def on_joints(self, msg: JointState):
+        _, q, dq, _, gripper = joint_state_from_msg(msg)
+        self.latest.set("joint_positions", q)
+        self.latest.set("joint_velocities", dq)
+        self.latest.set("gripper_width", [gripper])
+
+    def on_reference(self, msg: PoseStamped):
+        _, position, quat = pose_from_msg(msg)
+        self.latest.set("reference_pose", np.concatenate([position, quat]))
+
+    def on_cube(self, msg: PoseStamped):
+        _, position, quat = pose_from_msg(msg)
+        self.latest.set("cube_pose", np.concatenate([position, quat]))
+
+    def on_policy_chunk(self, msg: MultiDOFJointTrajectory):
+        chunk, _ = chunk_from_msg(msg)
+        padded = np.full((self.horizon, 8), np.nan)
+        n = min(self.horizon, len(chunk.actions))
+        padded[:n] = chunk.actions[:n]
+        self.latest.set("policy_chunk", padded)
+        self.latest.set("policy_chunk_stamp_s", chunk.stamp_s)
+
+    def on_chunk_version(self, msg: Header):
+        self.weight_version = chunk_version_from_msg(msg)[1]
+
+    def on_human_chunk(self, msg: MultiDOFJointTrajectory):
+        self._human = chunk_from_msg(msg)[0]
+
+    # --- episode -----------------------------------------------------------------------------------------
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def wait_for_inputs(self, timeout_s: float = 60.0) -> None:
+        """Block until the graph is up: camera frames, proprioception and the services."""
+        deadline = time.monotonic() + timeout_s
+        while not (self.latest.has_frames(self.cameras) and self._tcp is not None
+                   and self.reset_client.service_is_ready() and self.lifecycle_client.service_is_ready()):
+            if time.monotonic() > deadline:
+                raise DeployError(f"the graph did not come up within {timeout_s:.0f} s (waiting for cameras "
+                                  f"{list(self.cameras)}, /proprio/ee_pose, /sim/reset, /policy/change_state)")
+            time.sleep(0.1)
+
+    def call(self, client, request):
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(SERVICE_TIMEOUT_S):
+            raise DeployError(f"service {client.srv_name} did not answer within {SERVICE_TIMEOUT_S:.0f} s")
+        return future.result()
+
+    def set_policy_active(self, active: bool) -> None:
+        transition = Transition.TRANSITION_ACTIVATE if active else Transition.TRANSITION_DEACTIVATE
+        self.call(self.lifecycle_client, ChangeState.Request(transition=Transition(id=transition)))
+
+    def home(self) -> None:
+        """Drive the TCP to the start pose: one homing chunk, re-sent (same stamp, longer hold) until reached."""
+        cfg = self.config
+        dt_s = 1.0 / cfg.step_rate_hz
+        stamp_s, actions = self.now_s(), homing_actions(self._tcp, dt_s, cfg.homing_speed_m_s, cfg.gripper_width_m)
+        target = actions[-1]
+        deadline = time.monotonic() + cfg.homing_timeout_s
+        reached_since = None
+        while True:
+            hold = int(np.ceil(max(0.0, self.now_s() + 1.0 - stamp_s) / dt_s)) - len(actions)
+            padded = np.vstack([actions, np.tile(target, (max(0, hold), 1))])
+            times_s = dt_s * np.arange(1, len(padded) + 1)
+            self.homing_pub.publish(chunk_to_msg(Chunk(stamp_s, times_s, padded), CARTESIAN))
+            time.sleep(HOMING_REPUBLISH_S)
+            if np.linalg.norm(self._tcp - target[:3]) < cfg.homing_tolerance_m:
+                reached_since = reached_since or time.monotonic()
+                if time.monotonic() - reached_since > 0.3:
+                    return
+            else:
+                reached_since = None
+            if time.monotonic() > deadline:
+                raise DeployError(f"the arm did not reach the start pose {np.round(target[:3], 3).tolist()} within "
+                                  f"{cfg.homing_timeout_s:.0f} s (TCP at {np.round(self._tcp, 3).tolist()})")
+
+    def reset_task(self) -> int:
+        response = self.call(self.reset_client, Trigger.Request())
+        match = re.search(r"seed (-?\d+)", response.message)
+        if not response.success or match is None:
+            raise DeployError(f"/sim/reset failed: {response.message}")
+        return int(match.group(1))
+
+    def human_action(self, now_s: float) -> np.ndarray:
+        """The human's command at `now_s` (the point of their latest chunk due next), NaN when they are silent."""
+        human = self._human
+        if human is None:
+            return np.full(8, np.nan)
+        due = human.stamp_s + human.times_s
+        if now_s > due[-1] + 0.5:
+            return np.full(8, np.nan)
+        return human.actions[min(int(np.searchsorted(due, now_s)), len(due) - 1)]
+
+    def run_episode(self, root, meta: dict) -> dict:
+        """One episode, logged under `root`; -> its outcome."""
+        cfg = self.config
+        self.set_policy_active(False)
+        self.home()
+        seed = self.reset_task()
+        time.sleep(cfg.settle_s)
+        writer = EpisodeWriter(root, {**meta, "seed": seed, "cameras": list(self.cameras),
+                                      "step_rate_hz": cfg.step_rate_hz})
+        self.set_policy_active(True)
+        clock, reason = EpisodeClock(cfg, self.now_s()), None
+        period_s, next_s = 1.0 / cfg.step_rate_hz, time.monotonic()
+        try:
+            while reason is None:
+                now_s = self.now_s()
+                values, frames = self.latest.snapshot(self.cameras)
+                values.update(stamp_s=np.array(now_s), weight_version=self.weight_version,
+                              human_action=self.human_action(now_s),
+                              executed_action=np.append(values["reference_pose"], values["gripper_width"]),
+                              reward=np.array(float(values["success"] > 0.5)))
+                writer.add_step(values, frames)
+                reason = clock.update(now_s, bool(values["success"] > 0.5))
+                next_s += period_s
+                time.sleep(max(0.0, next_s - time.monotonic()))
+        finally:
+            self.set_policy_active(False)
+            outcome = {"success": reason == "success", "reason": reason or "interrupted", "seed": seed,
+                       "duration_s": self.now_s() - clock.start_s}
+            writer.close(outcome)
+        return {**outcome, "index": writer.index}
