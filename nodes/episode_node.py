@@ -12,14 +12,19 @@ flag, success and reward, each as the newest sample at the step's time. Used by 
 """
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import rclpy
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Header
@@ -28,8 +33,9 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from deploy.control.chunks import CARTESIAN, Chunk
 from deploy.data.episodes import EpisodeWriter
-from deploy.errors import DeployError
-from deploy.graph.description import TOPICS
+from deploy.errors import ConfigError, DeployError
+from deploy.graph.description import TOPICS, resolve
+from deploy.graph.runner import GraphRunner, check_modules, child_environment
 from deploy.learning.episodes import EpisodeClock, EpisodeConfig, LatestValues, homing_actions
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS
 from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
@@ -204,3 +210,45 @@ class EpisodeNode(Node):
                        "duration_s": self.now_s() - clock.start_s}
             writer.close(outcome)
         return {**outcome, "index": writer.index}
+
+
+def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: list[str], domain_id: int | None,
+                 timeout_s: float, label: str) -> list[dict]:
+    """Start the sim graph with `policy`, run `episodes` logged episodes under `output`; -> their outcomes."""
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
+    graph = resolve("sim", {"policy": policy, "seed": str(seed), "cameras": ",".join(cameras)})
+    check_modules(graph)
+    env = child_environment(os.environ, domain_id)
+    runner = GraphRunner(graph, env, out=open(output / "graph.log", "w"), err=open(output / "graph.err.log", "w"))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env.get("ROS_DOMAIN_ID", "0")))
+    node = EpisodeNode(tuple(cameras), EpisodeConfig(timeout_s=timeout_s), context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    outcomes = []
+    try:
+        runner.start()
+        spinner.start()
+        node.wait_for_inputs()
+        for k in range(episodes):
+            if interrupted.is_set():
+                break
+            started = time.monotonic()
+            outcome = node.run_episode(output, {"policy": policy, "label": label})
+            outcomes.append(outcome)
+            rate = sum(o["success"] for o in outcomes) / len(outcomes)
+            print(f"{label} episode {k + 1}/{episodes}: seed {outcome['seed']} "
+                  f"{'success' if outcome['success'] else 'FAIL (' + outcome['reason'] + ')'} after "
+                  f"{outcome['duration_s']:.1f} s ({time.monotonic() - started:.0f} s with homing); "
+                  f"success so far {rate:.0%}", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        runner.stop()
+    return outcomes

@@ -9,66 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 from deploy.errors import ConfigError
 
 EXPERT = "scripted:push_expert"
 DEFAULT_CAMERAS = "front,wrist"
-
-
-def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: list[str], domain_id: int | None,
-                 timeout_s: float, label: str) -> list[dict]:
-    """Start the sim graph with `policy`, run `episodes` logged episodes under `output`; -> their outcomes."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    from deploy.graph.description import resolve
-    from deploy.graph.runner import GraphRunner, check_modules, child_environment
-    from deploy.learning.episodes import EpisodeConfig
-    from deploy.nodes.episode_node import EpisodeNode
-
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    graph = resolve("sim", {"policy": policy, "seed": str(seed), "cameras": ",".join(cameras)})
-    check_modules(graph)
-    env = child_environment(os.environ, domain_id)
-    runner = GraphRunner(graph, env, out=open(output / "graph.log", "w"), err=open(output / "graph.err.log", "w"))
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(env.get("ROS_DOMAIN_ID", "0")))
-    node = EpisodeNode(tuple(cameras), EpisodeConfig(timeout_s=timeout_s), context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    interrupted = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    outcomes = []
-    try:
-        runner.start()
-        spinner.start()
-        node.wait_for_inputs()
-        for k in range(episodes):
-            if interrupted.is_set():
-                break
-            started = time.monotonic()
-            outcome = node.run_episode(output, {"policy": policy, "label": label})
-            outcomes.append(outcome)
-            rate = sum(o["success"] for o in outcomes) / len(outcomes)
-            print(f"{label} episode {k + 1}/{episodes}: seed {outcome['seed']} "
-                  f"{'success' if outcome['success'] else 'FAIL (' + outcome['reason'] + ')'} after "
-                  f"{outcome['duration_s']:.1f} s ({time.monotonic() - started:.0f} s with homing); "
-                  f"success so far {rate:.0%}", flush=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        runner.stop()
-    return outcomes
 
 
 def _summary(outcomes: list[dict], policy: str, output: Path) -> dict:
@@ -83,6 +29,8 @@ def _summary(outcomes: list[dict], policy: str, output: Path) -> dict:
 def _cmd_collect(ns: argparse.Namespace) -> int:
     output = Path(ns.output)
     output.mkdir(parents=True, exist_ok=True)
+    from deploy.nodes.episode_node import run_episodes
+
     outcomes = run_episodes(EXPERT, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
                             ns.timeout, "demo")
     summary = _summary(outcomes, EXPERT, output)
@@ -99,6 +47,8 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
         load_checkpoint(checkpoint)  # a bad checkpoint fails here, in one line, before the graph starts
     output = Path(ns.output)
     output.mkdir(parents=True, exist_ok=True)
+    from deploy.nodes.episode_node import run_episodes
+
     outcomes = run_episodes(checkpoint, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
                             ns.timeout, "eval")
     summary = _summary(outcomes, checkpoint, output)
@@ -107,12 +57,23 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     return 0 if outcomes else 1
 
 
+def _json_object(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{what} is not valid JSON ({error.msg} at column {error.colno}): {text}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a JSON object, got {text}")
+    return value
+
+
 def _cmd_train_bc(ns: argparse.Namespace) -> int:
     from deploy.learning.bc import BCConfig, train_bc
 
     config = BCConfig(kind=ns.kind, steps=ns.steps, batch_size=ns.batch_size, learning_rate=ns.lr, seed=ns.seed,
                       max_episodes=ns.max_episodes, cameras=tuple(c for c in ns.cameras.split(",") if c),
-                      image_size=ns.image_size)
+                      state_keys=tuple(k for k in ns.state.split(",") if k), image_size=ns.image_size,
+                      architecture=_json_object(ns.arch, "--arch"))
     path = train_bc([Path(d) for d in ns.demos], Path(ns.output), config)
     print(f"deploy train-bc: checkpoint written to {path}")
     return 0
@@ -154,5 +115,8 @@ def register(commands) -> None:
     train.add_argument("--max-episodes", type=int, default=0, help="use at most this many episodes (0 = all)")
     train.add_argument("--cameras", default="front", help="cameras the policy reads (default front)")
     train.add_argument("--image-size", type=int, default=64, help="square input size in pixels (default 64)")
+    train.add_argument("--state", default="ee_pose,gripper_width",
+                       help="proprioceptive inputs (default ee_pose,gripper_width; cube_pose = privileged sim state)")
+    train.add_argument("--arch", default="{}", help='architecture overrides as JSON, e.g. \'{"d_model": 64}\'')
     train.set_defaults(func=_cmd_train_bc)
 

@@ -1,8 +1,8 @@
 """Episodes on the running graph, without ROS: what one logged step holds, how the arm is brought to the start
 pose between episodes, and when an episode ends.
 
-A step is taken at the policy's chunk spacing (`step_rate_hz` = 1 / dt), so the executed references of the
-next H steps are exactly the action chunk a behaviour-cloned policy learns to output for this step's
+A step is taken at about the policy's chunk spacing (`step_rate_hz` = 1 / dt); the executed references at
+the step's stamp + (i + 1) dt are the action chunk a behaviour-cloned policy learns to output for this step's
 observation (`chunk_labels`).
 """
 from __future__ import annotations
@@ -90,13 +90,17 @@ class LatestValues:
         return values, frames
 
 
-def chunk_labels(executed: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Behaviour-cloning targets from one episode's executed actions (T, A): for step t the actions of steps
-    t+1 .. t+H, the last one repeated past the episode's end -> (labels (T, H, A), valid mask (T, H))."""
-    t_count = len(executed)
-    index = np.arange(t_count)[:, None] + np.arange(1, horizon + 1)[None, :]  # (T, H)
-    valid = index < t_count
-    return executed[np.minimum(index, t_count - 1)], valid
+def chunk_labels(stamps_s: np.ndarray, executed: np.ndarray, dt_s: float, horizon: int,
+                 quat: slice | None = slice(3, 7)) -> np.ndarray:
+    """Behaviour-cloning targets from one episode: for the step at stamps_s[t], the executed actions at
+    stamps_s[t] + (i + 1) * dt_s, i < H (linear interpolation between logged steps, the last action held past
+    the episode's end; the quaternion slice re-normalised). Steps are logged at roughly dt_s, but a loaded
+    machine stretches them, so labels follow the stamps, not the step index. -> (T, H, A)."""
+    times = stamps_s[:, None] + dt_s * np.arange(1, horizon + 1)[None, :]  # (T, H)
+    labels = np.stack([np.interp(times, stamps_s, executed[:, k]) for k in range(executed.shape[1])], axis=-1)
+    if quat is not None:
+        labels[..., quat] /= np.linalg.norm(labels[..., quat], axis=-1, keepdims=True).clip(min=1e-9)
+    return labels
 
 
 class EpisodeClock:

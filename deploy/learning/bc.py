@@ -1,0 +1,170 @@
+"""Behaviour cloning of a chunk policy from logged episodes, on CPU.
+
+Each logged step gives one sample: the observation (camera frames + proprioception, turned into tensors by
+`batch_from_observations`, the same function inference uses) and, as the label, the executed actions of the
+next H steps (`chunk_labels`: steps are logged at the policy's chunk spacing). Frames are decoded and resized
+once and kept as uint8; batches get a random-shift augmentation (DrQ), which is what makes pixel BC work from
+a few dozen demonstrations.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from deploy.data.episodes import list_episodes, read_episode
+from deploy.errors import ConfigError
+from deploy.learning.episodes import chunk_labels
+from deploy.policies.base import PolicyMetadata
+from deploy.policies.checkpoint import POLICY_TYPES, save_checkpoint
+from deploy.policies.learned import batch_from_observations, camera_key
+from deploy.sensing.observation import Observation
+
+DECODE_BATCH = 256  # steps turned into tensors at once while loading
+
+
+@dataclasses.dataclass(frozen=True)
+class BCConfig:
+    kind: str = "act"
+    steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+    max_episodes: int = 0  # 0 = every successful episode
+    cameras: tuple[str, ...] = ("front",)
+    state_keys: tuple[str, ...] = ("ee_pose", "gripper_width")  # "cube_pose" = privileged sim state
+    image_size: int = 64
+    horizon: int = 16
+    shift_pixels: int = 4  # random-shift augmentation amplitude
+    threads: int = 2
+    architecture: dict = dataclasses.field(default_factory=dict)  # overrides of the policy's config class
+
+    def __post_init__(self):
+        if self.kind not in POLICY_TYPES:
+            raise ConfigError(f"policy kind '{self.kind}' is not one of {sorted(POLICY_TYPES)}")
+        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ConfigError("steps, batch_size and learning_rate must be positive")
+
+
+@dataclasses.dataclass
+class Dataset:
+    images: torch.Tensor  # (N, C, 3, h, w) uint8
+    states: torch.Tensor  # (N, S) float32
+    actions: torch.Tensor  # (N, H, A) float32
+    episodes: list[int]  # episode indices used, per source folder order
+
+
+def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int = 0) -> Dataset:
+    """Successful episodes of `roots` -> samples; ConfigError when there are none or a field is missing."""
+    images, states, actions, used = [], [], [], []
+    for root in roots:
+        for summary in list_episodes(root):
+            if not (summary.outcome or {}).get("success"):
+                continue
+            if max_episodes and len(used) >= max_episodes:
+                break
+            episode = read_episode(summary.path)
+            missing = [k for k in (*metadata.state_keys, "executed_action") if k not in episode.steps]
+            if missing:
+                raise ConfigError(f"episode {summary.path} has no field(s) {missing}")
+            executed = episode.steps["executed_action"]  # (T, 8)
+            keep = np.isfinite(executed).all(axis=1) & np.isfinite(episode.steps["ee_pose"]).all(axis=1)
+            labels = chunk_labels(episode.steps["stamp_s"][keep], executed[keep], metadata.dt_s, metadata.horizon)
+            frames = {c: episode.frames(c)[keep] for c in metadata.image_keys}
+            state_values = {k: episode.steps[k][keep] for k in metadata.state_keys}
+            for start in range(0, int(keep.sum()), DECODE_BATCH):
+                stop = min(start + DECODE_BATCH, int(keep.sum()))
+                observations = [Observation(0.0, {**{camera_key(c): frames[c][i] for c in metadata.image_keys},
+                                                  **{k: state_values[k][i] for k in metadata.state_keys}}, {})
+                                for i in range(start, stop)]
+                batch = batch_from_observations(observations, metadata)
+                images.append((batch["images"] * 255).round().to(torch.uint8))
+                states.append(batch["state"])
+            actions.append(torch.from_numpy(labels.astype(np.float32)))
+            used.append(summary.index)
+    if not used:
+        raise ConfigError(f"no successful episode in {[str(r) for r in roots]}")
+    return Dataset(torch.cat(images), torch.cat(states), torch.cat(actions), used)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, C, 3, h, w) float -> the same, each image shifted by up to `pad` pixels (replicate padding)."""
+    if pad == 0:
+        return images
+    b, c, _, h, w = images.shape
+    padded = F.pad(images.flatten(0, 1), (pad,) * 4, mode="replicate")  # (B*C, 3, h+2p, w+2p)
+    dx = torch.randint(0, 2 * pad + 1, (b * c,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b * c,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None].expand(-1, 3, -1, w + 2 * pad)
+    shifted = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :].expand(-1, 3, h, -1)
+    return shifted.gather(3, cols).unflatten(0, (b, c))
+
+
+def train_bc(roots: list[Path], output: Path, config: BCConfig, progress: bool = True) -> Path:
+    """Train on the successful episodes of `roots`; writes the checkpoint + loss.csv + loss.png to `output`."""
+    torch.set_num_threads(config.threads)
+    metadata = PolicyMetadata(action_space="cartesian", dt_s=0.05, horizon=config.horizon,
+                              image_keys=config.cameras, image_size_hw=(config.image_size, config.image_size),
+                              state_keys=config.state_keys)
+    data = load_dataset(roots, metadata, config.max_episodes)
+    cls = POLICY_TYPES[config.kind]
+    policy = cls(cls.config_class(**{"seed": config.seed, **config.architecture}), metadata)
+    policy.normalizer.fit(data.states.numpy(), data.actions.numpy())
+    policy.train()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=config.steps,
+                                                   pct_start=0.05)
+    generator = torch.Generator().manual_seed(config.seed)
+    n, losses, started = len(data.states), [], time.monotonic()
+    bar = tqdm(range(config.steps), desc=f"train-bc {config.kind} on {n} steps of {len(data.episodes)} episodes",
+               disable=not progress)
+    for step in bar:
+        index = torch.randint(0, n, (config.batch_size,), generator=generator)
+        images = random_shift(data.images[index].float() / 255.0, config.shift_pixels, generator)
+        loss = policy.loss({"images": images, "state": data.states[index], "actions": data.actions[index]})
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    policy.eval()
+    output.mkdir(parents=True, exist_ok=True)
+    path = save_checkpoint(policy, output, weight_version=f"bc-{config.kind}-{len(data.episodes)}ep-{config.steps}st")
+    _write_loss_curve(output, losses, {"episodes": len(data.episodes), "samples": n,
+                                       "minutes": (time.monotonic() - started) / 60})
+    return path
+
+
+def _write_loss_curve(output: Path, losses: list[float], facts: dict) -> None:
+    with open(output / "loss.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss"])
+        writer.writerows(enumerate(losses))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    smooth = np.convolve(losses, np.ones(25) / 25, mode="valid") if len(losses) >= 25 else losses
+    ax.plot(losses, alpha=0.3, label="per step")
+    ax.plot(np.arange(len(smooth)) + (len(losses) - len(smooth)), smooth, label="running mean (25)")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.set_title(f"BC: {facts['episodes']} episodes, {facts['samples']} samples, {facts['minutes']:.1f} min")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output / "loss.png", dpi=100)
+    plt.close(fig)

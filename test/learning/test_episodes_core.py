@@ -1,0 +1,102 @@
+"""Episode plumbing without ROS: the expert pushes the cube home on the real sim, homing paths, BC labels,
+episode end rules, the latest-value store."""
+import numpy as np
+import pytest
+
+from deploy.control.chunks import CARTESIAN, Chunk, ChunkExecutor, ChunkExecutorConfig
+from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig
+from deploy.errors import ConfigError
+from deploy.learning.episodes import (HOMING_CLEARANCE_Z_M, START_TCP_XYZ_M, EpisodeClock, EpisodeConfig,
+                                      LatestValues, chunk_labels, homing_actions)
+from deploy.policies.expert import PushExpert, walk
+from deploy.robots.registry import make_model
+from deploy.sensing.observation import Observation
+from deploy.sim import scene
+from deploy.sim.physics import PandaSim
+
+
+def run_expert(seed: int, max_s: float = 25.0) -> tuple[bool, float]:
+    """The expert through the real chunk executor + impedance law on the MuJoCo Panda (1 kHz, in process)."""
+    model, sim, expert = make_model("sim"), PandaSim(), PushExpert()
+    sim.reset(seed)
+    executor = ChunkExecutor(ChunkExecutorConfig(strategy="temporal_ensemble", interpolation="cubic"), CARTESIAN)
+    impedance = CartesianImpedance(CartesianImpedanceConfig(add_gravity=True))
+    for tick in range(int(max_s * 1000)):
+        t, (q, dq, _) = sim.time_s, sim.joint_state()
+        if tick % 100 == 0:  # the policy node's 10 Hz
+            if sim.success():
+                return True, t
+            position, quat = model.ee_pose(q)
+            cube_position, cube_quat = sim.cube_pose()
+            observation = Observation(t, {"ee_pose": np.r_[position, quat], "gripper_width": np.array([0.0]),
+                                          "cube_pose": np.r_[cube_position, cube_quat]}, {})
+            executor.submit(Chunk(t, expert.metadata.dt_s * np.arange(1, 17), expert.predict_chunk(observation)), t)
+        reference = executor.sample(t)
+        tau = impedance.compute(q, dq, reference[:3], reference[3:7], model, 0.001)
+        sim.step(tau, reference[7])
+    return False, max_s
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_the_expert_pushes_the_cube_onto_the_goal(seed):
+    succeeded, seconds = run_expert(seed)
+    assert succeeded, f"seed {seed}: cube not on the goal after {seconds} s"
+
+
+def test_expert_chunks_walk_from_the_tcp_at_the_set_speed():
+    expert = PushExpert()
+    tcp, cube = np.array([0.45, 0.0, 0.25]), np.array([0.5, -0.1, 0.02, 0, 0, 0, 1])
+    actions = expert.predict_chunk(Observation(0.0, {"ee_pose": np.r_[tcp, 1, 0, 0, 0], "cube_pose": cube,
+                                                     "gripper_width": np.zeros(1)}, {}))
+    steps = np.linalg.norm(np.diff(np.vstack([tcp, actions[:, :3]]), axis=0), axis=1)
+    assert actions.shape == (16, 8)
+    np.testing.assert_allclose(steps, expert.config.travel_speed_m_s * expert.metadata.dt_s, atol=1e-9)
+    _, contact = expert.line(cube)
+    assert np.linalg.norm(contact[:2] - cube[:2]) == pytest.approx(expert.config.contact_offset_m)
+    assert np.dot(scene.GOAL_CENTER_M - cube[:2], cube[:2] - contact[:2]) > 0  # behind the cube, seen from the goal
+
+
+def test_walk_stops_at_the_end_of_the_path():
+    path = np.array([[0.0, 0, 0], [0.1, 0, 0], [0.1, 0.1, 0]])
+    points = walk(path, np.array([0.05, 0.15, 0.5]))
+    np.testing.assert_allclose(points, [[0.05, 0, 0], [0.1, 0.05, 0], [0.1, 0.1, 0]])
+
+
+def test_homing_rises_before_travelling_and_ends_at_the_start_pose():
+    actions = homing_actions(np.array([0.55, 0.15, 0.03]), dt_s=0.05, speed_m_s=0.2, gripper_width_m=0.0)
+    np.testing.assert_allclose(actions[-1, :3], START_TCP_XYZ_M)
+    rising = actions[actions[:, 2] < HOMING_CLEARANCE_Z_M - 1e-9]
+    np.testing.assert_allclose(rising[:, :2], np.tile([0.55, 0.15], (len(rising), 1)))  # straight up first
+    assert np.linalg.norm(np.diff(actions[:, :3], axis=0), axis=1).max() <= 0.2 * 0.05 + 1e-9
+
+
+def test_chunk_labels_are_the_executed_actions_at_the_next_chunk_times():
+    stamps = np.array([0.0, 0.05, 0.15, 0.2])  # one step came late
+    executed = np.stack([10 * stamps, -stamps], axis=1)  # (T, A=2): linear in time
+    labels = chunk_labels(stamps, executed, dt_s=0.05, horizon=3, quat=None)
+    np.testing.assert_allclose(labels[0, :, 0], [0.5, 1.0, 1.5])  # 0.10 s interpolated between logged steps
+    np.testing.assert_allclose(labels[2, :, 0], [2.0, 2.0, 2.0])  # past the end: the last action held
+    quat_labels = chunk_labels(stamps, np.tile([0.0, 0, 0, 1.0, 0, 0, 0], (4, 1)) * [1, 1, 1, 2, 2, 2, 2], 0.05, 2)
+    np.testing.assert_allclose(np.linalg.norm(quat_labels[..., 3:7], axis=-1), 1.0)
+
+
+def test_episode_clock_needs_held_success_and_times_out():
+    clock = EpisodeClock(EpisodeConfig(timeout_s=10.0, success_hold_s=0.3), start_s=100.0)
+    assert clock.update(101.0, True) is None
+    assert clock.update(101.2, False) is None  # success flickered off: the hold starts over
+    assert clock.update(101.3, True) is None
+    assert clock.update(101.65, True) == "success"
+    assert EpisodeClock(EpisodeConfig(timeout_s=10.0), 0.0).update(10.0, False) == "timeout"
+    with pytest.raises(ConfigError, match="timeout_s"):
+        EpisodeConfig(timeout_s=0)
+
+
+def test_latest_values_fill_missing_inputs_with_nan_and_check_names():
+    latest = LatestValues({"ee_pose": (7,), "success": ()})
+    latest.set("success", 1.0)
+    latest.set_frame("front", 2.5, np.zeros((4, 4, 3), np.uint8))
+    values, frames = latest.snapshot(["front"])
+    assert np.isnan(values["ee_pose"]).all() and values["success"] == 1.0
+    assert values["stamp_front_s"] == 2.5 and frames["front"].shape == (4, 4, 3)
+    with pytest.raises(ConfigError, match="'cube'"):
+        latest.set("cube", 0.0)
