@@ -17,7 +17,7 @@ from pathlib import Path
 from deploy.errors import ConfigError
 
 EXIT_USAGE = 2
-COMMAND_MODULES: tuple[str, ...] = ()  # e.g. "deploy.data.commands"; each has register(commands)
+COMMAND_MODULES: tuple[str, ...] = ("deploy.data.commands", "deploy.learning.commands")  # each: register(commands)
 
 
 class _Parser(argparse.ArgumentParser):
