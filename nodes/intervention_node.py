@@ -1,49 +1,153 @@
-"""Intervention node: the authority mux. Exactly one source writes the controller's chunk topic; the
-intervention flag is published at the control-visible rate so every logged step knows who was in charge.
+"""Intervention node: the authority mux. Exactly one source writes the controller's chunk topic - the policy or
+the operator (deploy.teleop) - and the intervention flag is published every tick so every logged step knows
+who was in charge.
 
-This first slice knows one source, the policy; operator devices join through deploy/teleop/.
+Parameters: `device` ("none" passthrough | scripted | keyboard | gamepad | spacemouse) with its options as
+`device_params.<name>`, `teleop.*` (deploy.teleop.authority.TeleopConfig), `scripted.*`
+(deploy.teleop.scripted.ScriptedOperatorConfig). An absent device stops the node with one line naming it.
+Topics: `~/policy_chunk` / `~/policy_joint_chunk` in, `~/chunk` / `~/joint_chunk` out (remapped by the graph);
+`/intervention/active` (Bool, every tick), `/intervention/human_chunk` (what the operator commanded, the
+logged human action), `/intervention/event` (String: success | failure | rerecord). Operator chunks are
+Cartesian, stamped when commanded.
 """
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
+from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
+from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from std_msgs.msg import Bool
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
+from deploy.control.chunks import CARTESIAN, ChunkError
 from deploy.errors import ConfigError
-from deploy.nodes.common import COMMAND_QOS, declare_config, run_node
+from deploy.sensing.observation import ObservationAssembler
+from deploy.teleop import ScriptedOperatorConfig, TeleopConfig, make_operator
+from deploy.teleop.authority import AuthorityMux
+
+# observation input -> topic it comes from
+STATE_TOPICS = {"ee_pose": "/proprio/ee_pose", "gripper_width": "/proprio/joint_states", "cube_pose": "/sim/cube_pose"}
 
 
 @dataclasses.dataclass
 class InterventionConfig:
-    flag_rate_hz: float = 100.0  # publish rate of /intervention/active [Hz]
+    device: str = "none"  # none (passthrough) | scripted | keyboard | gamepad | spacemouse
+    flag_rate_hz: float = 100.0  # tick rate: device polled, /intervention/active published [Hz]
+    state_max_age_s: float = 0.2  # older proprioception / cube pose cannot start a takeover [s]
 
     def __post_init__(self):
         if not 1.0 <= self.flag_rate_hz <= 1000.0:
             raise ConfigError(f"flag_rate_hz {self.flag_rate_hz} outside [1, 1000]")
+        if not self.state_max_age_s > 0:
+            raise ConfigError(f"state_max_age_s {self.state_max_age_s} must be > 0")
 
 
 class InterventionNode(Node):
     def __init__(self):
         super().__init__("intervention")
         self.config = declare_config(self, InterventionConfig)
-        self.human_has_authority = False
+        teleop = declare_config(self, TeleopConfig, "teleop.")
+        scripted = declare_config(self, ScriptedOperatorConfig, "scripted.")
+        self.operator = make_operator(self.config.device, teleop, scripted, declare_prefixed(self, "device_params."))
+        self.mux = AuthorityMux(self.operator)
+        keys = self.operator.state_keys if self.operator is not None else ()
+        unknown = sorted(set(keys) - set(STATE_TOPICS))
+        if unknown:
+            raise ConfigError(f"device '{self.config.device}' needs inputs {unknown} this node cannot subscribe")
+        self.assembler = ObservationAssembler({k: self.config.state_max_age_s for k in keys}, "ee_pose") if keys else None
+        self._waiting_reason = self._verdict = ""
+
         self.cartesian_out = self.create_publisher(MultiDOFJointTrajectory, "~/chunk", COMMAND_QOS)
         self.joint_out = self.create_publisher(JointTrajectory, "~/joint_chunk", COMMAND_QOS)
-        self.create_subscription(MultiDOFJointTrajectory, "~/policy_chunk",
-                                 lambda msg: self.forward_policy(self.cartesian_out, msg), COMMAND_QOS)
-        self.create_subscription(JointTrajectory, "~/policy_joint_chunk",
-                                 lambda msg: self.forward_policy(self.joint_out, msg), COMMAND_QOS)
         self.flag_pub = self.create_publisher(Bool, "/intervention/active", COMMAND_QOS)
-        self.create_timer(1.0 / self.config.flag_rate_hz, self.publish_flag)
+        self.human_pub = self.create_publisher(MultiDOFJointTrajectory, "/intervention/human_chunk", COMMAND_QOS)
+        self.event_pub = self.create_publisher(String, "/intervention/event", COMMAND_QOS)
+        self.create_subscription(MultiDOFJointTrajectory, "~/policy_chunk", self.on_policy_chunk, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, "~/policy_joint_chunk", self.on_policy_joint_chunk, COMMAND_QOS)
+        if "ee_pose" in keys:
+            self.create_subscription(PoseStamped, STATE_TOPICS["ee_pose"], self.on_pose("ee_pose"), SENSOR_QOS)
+        if "cube_pose" in keys:
+            self.create_subscription(PoseStamped, STATE_TOPICS["cube_pose"], self.on_pose("cube_pose"), SENSOR_QOS)
+        if "gripper_width" in keys:
+            self.create_subscription(JointState, STATE_TOPICS["gripper_width"], self.on_joints, SENSOR_QOS)
+        self.create_timer(1.0 / self.config.flag_rate_hz, self.on_tick)
+        self.get_logger().info(f"operator: {self.operator.name}" if self.operator
+                               else "passthrough: the policy always has authority")
 
-    def forward_policy(self, publisher, msg):
-        if not self.human_has_authority:
-            publisher.publish(msg)
+    # --- inputs ------------------------------------------------------------------------------------------
+    def on_pose(self, key: str):
+        def store(msg: PoseStamped):
+            stamp_s, position, quat = pose_from_msg(msg)
+            self.assembler.update(key, stamp_s, np.concatenate([position, quat]))
+        return store
 
-    def publish_flag(self):
-        self.flag_pub.publish(Bool(data=self.human_has_authority))
+    def on_joints(self, msg: JointState):
+        stamp_s, _, _, _, gripper_m = joint_state_from_msg(msg)
+        self.assembler.update("gripper_width", stamp_s, np.array([gripper_m]))
+
+    def observe(self, now_s: float):
+        if self.assembler is None:
+            return None
+        observation, verdict = self.assembler.assemble(now_s)
+        self._verdict = verdict
+        return observation
+
+    def on_policy_chunk(self, msg: MultiDOFJointTrajectory):
+        if self.operator is None:
+            self.cartesian_out.publish(msg)
+            return
+        now_s = self.now_s()
+        try:
+            chunk, _ = chunk_from_msg(msg)
+        except (ChunkError, IndexError, ValueError):  # not judgeable; the controller counts and reports it
+            forward = self.mux.policy_may_write(time_from_msg(msg.header.stamp))
+        else:
+            forward = self.mux.policy_chunk(chunk, now_s, self.observe(now_s))
+        if forward:
+            self.cartesian_out.publish(msg)
+
+    def on_policy_joint_chunk(self, msg: JointTrajectory):
+        if self.mux.policy_may_write(time_from_msg(msg.header.stamp)):
+            self.joint_out.publish(msg)
+
+    # --- the tick ----------------------------------------------------------------------------------------
+    def on_tick(self):
+        now_s = self.now_s()
+        observation = self.observe(now_s)
+        tick = self.mux.tick(now_s, observation)
+        if tick.chunk is not None:
+            msg = chunk_to_msg(tick.chunk, CARTESIAN)
+            self.cartesian_out.publish(msg)
+            self.human_pub.publish(msg)
+        for event in tick.events:
+            self.event_pub.publish(String(data=event))
+            self.get_logger().info(f"operator event: {event}")
+        self.flag_pub.publish(Bool(data=tick.human))
+        if tick.switched:
+            why = self.operator.status()
+            self.get_logger().info(("operator took over" if tick.human else "authority back to the policy")
+                                   + (f": {why}" if why else ""))
+        self.report_blocked_takeover(tick.human, observation)
+
+    def report_blocked_takeover(self, human: bool, observation):
+        """The operator asks for authority but cannot start without the measured state: say why, once."""
+        reason = ""
+        if self.operator is not None and not human and observation is None and self.operator.wants_authority():
+            reason = self._verdict
+        if reason and reason != self._waiting_reason:
+            self.get_logger().warning(f"operator asks for authority, but cannot take over: {reason}")
+        self._waiting_reason = reason
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def close(self):
+        if self.operator is not None:
+            self.operator.close()
 
 
 def main():

@@ -27,7 +27,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray, Header, String
+from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
@@ -120,6 +120,8 @@ class PolicyNode(LifecycleNode):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.create_service(Trigger, "~/load_weights", self.on_load_weights)
         self.create_subscription(Float64MultiArray, "/controller/chunk_status", self.on_chunk_status, SENSOR_QOS)
+        self._intervening = False
+        self.create_subscription(Bool, "/intervention/active", self.on_intervention, COMMAND_QOS)
         self.create_timer(1.0, self.publish_diagnostics)
         self.create_timer(1.0 / self.config.inference_rate_hz, self.on_rate_tick)
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -253,6 +255,16 @@ class PolicyNode(LifecycleNode):
         if trigger.update(status.get("lag_s", float("nan")), status.get("steps_remaining", 0.0),
                           bool(status.get("exhausted", 1.0)), now_s):
             self._armed = True
+
+    def on_intervention(self, msg: Bool):
+        """The operator handed back: restart from the current state, with no RTC prefix from a stale chunk."""
+        if self._intervening and not msg.data:
+            with self._swap_lock:
+                self.last_chunk = None
+                if self.policy is not None:
+                    self.policy.reset()
+            self.get_logger().info("operator handed back: policy reset, restarting from the current state")
+        self._intervening = msg.data
 
     def on_rate_tick(self):
         if not self._active:

@@ -1,0 +1,284 @@
+"""The intervention node over real DDS on the real sim: one writer of /controller/chunk, bumpless takeover and
+hand-back (reference continuity on /controller/reference), the keyboard through a pseudo-terminal with the real
+policy node, and one clear line when the device is absent."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+from deploy.nodes.common import SENSOR_QOS
+from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, pose_from_msg, time_from_msg
+from deploy.policies.expert import PushExpert
+from geometry_msgs.msg import PoseStamped
+from harness import ros_environment, wait_until
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool, String
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from deploy.control.chunks import CARTESIAN, Chunk
+from deploy.graph.description import resolve
+from deploy.graph.runner import node_command
+from deploy.sensing.observation import Observation
+
+DEEP_SENSOR_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.BEST_EFFORT)  # the probe may lag behind
+NORMAL_SPEED_M_S = 0.35  # reference speed bound while switching: above every commanded speed (expert 0.2 m/s,
+# keyboard 0.1 m/s, circle 0.08 m/s), below the controller's safety clip (0.5 m/s) that a jump would hit
+
+
+class NodeProcess:
+    """One node of the sim graph as its own process (the graph's command line plus extra parameters)."""
+
+    def __init__(self, name, domain_id, *params, stdin=subprocess.DEVNULL):
+        cmd = node_command(resolve("sim", {"cameras": ""}).node(name))
+        for param in params:
+            cmd += ["-p", param]
+        self.proc = subprocess.Popen(cmd, env=ros_environment(domain_id), stdin=stdin, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(l.rstrip() for l in self.proc.stdout),
+                                        daemon=True)
+        self._reader.start()
+
+    @property
+    def output(self):
+        return "\n".join(self.lines)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_node(domain_id):
+    started = []
+
+    def start(name, *params, stdin=subprocess.DEVNULL):
+        node = NodeProcess(name, domain_id, *params, stdin=stdin)
+        started.append(node)
+        return node
+
+    yield start
+    for node in reversed(started):
+        node.stop()
+
+
+class Recorder:
+    """Every message on the mux's inputs and outputs, and the controller's reference."""
+
+    def __init__(self, probe):
+        self.controller = probe.collect(MultiDOFJointTrajectory, "/controller/chunk", 100)
+        self.policy = probe.collect(MultiDOFJointTrajectory, "/policy/chunk", 100)
+        self.human = probe.collect(MultiDOFJointTrajectory, "/intervention/human_chunk", 100)
+        self.active = probe.collect(Bool, "/intervention/active", 100)
+        self.events = probe.collect(String, "/intervention/event")
+        self.reference = probe.collect(PoseStamped, "/controller/reference", DEEP_SENSOR_QOS)
+        self.poses = probe.collect(PoseStamped, "/proprio/ee_pose", DEEP_SENSOR_QOS)
+
+    def flag_changes(self):
+        """[(receive time, new value)] of /intervention/active."""
+        changes, last = [], False
+        for t, msg in list(self.active):
+            if msg.data != last:
+                changes.append((t, msg.data))
+                last = msg.data
+        return changes
+
+    def sources(self):
+        """The source of each /controller/chunk message, in arrival order: 'policy' or 'human' (None: neither).
+        Messages stamped before the first policy chunk this probe saw are left out (its subscription may have
+        matched the policy's publisher a moment after the intervention node's did)."""
+        key = lambda msg: (msg.header.stamp.sec, msg.header.stamp.nanosec, chunk_from_msg(msg)[0].actions.tobytes())
+        controller = list(self.controller)  # first: each one's source was published before it
+        policy = {key(m) for _, m in list(self.policy)}
+        human = {key(m) for _, m in list(self.human)}
+        since_s = min((time_from_msg(m.header.stamp) for _, m in list(self.policy)), default=np.inf)
+        out = []
+        for _, msg in controller:
+            k, stamp_s = key(msg), time_from_msg(msg.header.stamp)
+            if stamp_s >= since_s:
+                out.append(("policy" if k in policy else "human" if k in human else None, stamp_s))
+        return out
+
+    def continuity(self, poses, since, until, span_s=0.0):
+        """-> (max speed [m/s], max step [m], sample count) of `poses` (the reference or the measured TCP) over
+        the samples received in [since, until], between consecutive samples, or with span_s > 0 between each
+        sample and the first one at least span_s later (the measured TCP jitters when a loaded loop misses
+        ticks). Speeds use the samples' own stamps, so a sample lost on the way does not read as a jump."""
+        rows = [pose_from_msg(m) for t, m in list(poses) if since <= t <= until]
+        stamps = np.array([r[0] for r in rows])
+        positions = np.array([r[1] for r in rows])
+        later = np.searchsorted(stamps, stamps + span_s, side="left" if span_s > 0 else "right")  # (N,)
+        pairs = [(i, j) for i, j in enumerate(later) if j < len(rows)]
+        steps_m = np.array([np.linalg.norm(positions[j] - positions[i]) for i, j in pairs])
+        spans_s = np.array([stamps[j] - stamps[i] for i, j in pairs])
+        return float(np.max(steps_m / np.maximum(spans_s, 1e-3))), float(steps_m.max()), len(rows)
+
+
+def assert_one_writer(probe, recorder, log=""):
+    """One publisher on /controller/chunk; its messages are the policy's, then only the operator's, then only
+    the policy's again, and no policy chunk stamped while the operator was in charge ever went through."""
+    writers = probe.node.get_publishers_info_by_topic("/controller/chunk")
+    assert [w.node_name for w in writers] == ["intervention"], writers
+    sources = recorder.sources()
+    unknown = [(i, stamp) for i, (s, stamp) in enumerate(sources) if s is None]
+    assert not unknown, (f"/controller/chunk messages from neither source: {unknown} of {len(sources)}; "
+                         f"policy stamps {[time_from_msg(m.header.stamp) for _, m in recorder.policy][-20:]}, "
+                         f"human stamps {[time_from_msg(m.header.stamp) for _, m in recorder.human][-20:]}")
+    runs = [s for i, (s, _) in enumerate(sources) if i == 0 or s != sources[i - 1][0]]
+    assert runs == ["policy", "human", "policy"], f"{runs}\n{log[-3000:]}"
+    human_stamps = [stamp for s, stamp in sources if s == "human"]
+    first, last = min(human_stamps), max(human_stamps)
+    assert not [stamp for s, stamp in sources if s == "policy" and first <= stamp <= last]
+    return sources
+
+
+# --- the scripted operator on the sim ------------------------------------------------------------------------
+class ExpertLikePolicy:
+    """Plays the policy from the test process: the push expert's chunk from the latest state, shifted sideways
+    by `offset_m` (6 cm: drifting, 0: agreeing) and 2 mm up (so its chunks never equal the operator's),
+    published on /policy/chunk at 5 Hz."""
+
+    def __init__(self, probe):
+        self.probe, self.expert, self.offset_m = probe, PushExpert(), 0.0
+        self.latest = {}
+        node = probe.node
+        node.create_subscription(PoseStamped, "/proprio/ee_pose", lambda m: self.store("ee_pose", m), SENSOR_QOS)
+        node.create_subscription(PoseStamped, "/sim/cube_pose", lambda m: self.store("cube_pose", m), SENSOR_QOS)
+        self.pub = node.create_publisher(MultiDOFJointTrajectory, "/policy/chunk", 10)
+        self.timer = node.create_timer(0.2, self.publish)
+
+    def store(self, key, msg):
+        stamp_s, position, quat = pose_from_msg(msg)
+        self.latest[key] = (stamp_s, np.concatenate([position, quat]))
+
+    def publish(self):
+        if len(self.latest) < 2:
+            return
+        latest = dict(self.latest)
+        latest["gripper_width"] = (latest["ee_pose"][0], np.zeros(1))  # the push expert keeps its fingers closed
+        obs = Observation(latest["ee_pose"][0], {k: v for k, (_, v) in latest.items()},
+                          {k: s for k, (s, _) in latest.items()})
+        actions = self.expert.predict_chunk(obs)
+        actions[:, 1] += self.offset_m
+        actions[:, 2] += 0.002
+        chunk = Chunk(obs.stamp_s, self.expert.metadata.dt_s * np.arange(1, len(actions) + 1), actions)
+        self.pub.publish(chunk_to_msg(chunk, CARTESIAN))
+
+
+@pytest.fixture
+def sim(launch_graph, probe):
+    graph = launch_graph("robot", "cameras:=")
+    recorder = Recorder(probe)
+    assert wait_until(lambda: len(recorder.poses) > 20, timeout_s=90), graph.output[-3000:]
+    yield recorder
+    assert graph.interrupt() == 0, graph.output[-3000:]
+
+
+def test_scripted_operator_takes_over_and_hands_back_bumplessly_with_one_writer(sim, probe, start_node):
+    recorder = sim
+    mux = start_node("intervention", "device:=scripted")
+    policy = ExpertLikePolicy(probe)  # agrees with the expert
+    assert wait_until(lambda: len(recorder.controller) >= 8, timeout_s=30), mux.output[-3000:]
+    assert recorder.flag_changes() == []
+    policy.offset_m = 0.06  # drifts
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=10), mux.output[-3000:]
+    takeover_t = recorder.flag_changes()[0][0]
+    assert wait_until(lambda: len(recorder.human) >= 15, timeout_s=15), mux.output[-3000:]  # 1.5 s at 10 Hz
+    policy.offset_m = 0.0  # the policy agrees again: hand back after 0.5 s of agreement
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=15), mux.output[-3000:]
+    handback_t = recorder.flag_changes()[1][0]
+    assert wait_until(lambda: recorder.sources()[-1][0] == "policy" and
+                      sum(s == "policy" for s, _ in recorder.sources()[-3:]) == 3, timeout_s=10)
+    time.sleep(1.0)
+    policy.timer.cancel()
+    time.sleep(0.5)
+
+    sources = assert_one_writer(probe, recorder, mux.output)
+    last_human_stamp = max(stamp for s, stamp in sources if s == "human")
+    resumed = [stamp for s, stamp in sources if s == "policy" and stamp > last_human_stamp]
+    assert resumed and min(resumed) > last_human_stamp
+    for name, t in (("takeover", takeover_t), ("hand-back", handback_t)):
+        speed, step, samples = recorder.continuity(recorder.reference, t - 1.0, t + 2.0)  # 150 samples when idle
+        assert samples >= 4, f"{name}: only {samples} reference samples"
+        assert speed < NORMAL_SPEED_M_S, f"{name}: reference jumped ({speed:.3f} m/s, step {step * 1000:.1f} mm)"
+    assert "operator took over" in mux.output and "authority back to the policy" in mux.output
+    assert mux.stop() == 0, mux.output[-3000:]
+
+
+# --- the keyboard, through a pseudo-terminal, with the real policy node --------------------------------------
+def type_keys(master, keys, seconds=0.0, rate_hz=25.0):
+    """Type `keys` once, or auto-repeat them for `seconds` like a held key."""
+    end = time.monotonic() + seconds
+    while True:
+        os.write(master, keys)
+        if time.monotonic() >= end:
+            return
+        time.sleep(1.0 / rate_hz)
+
+
+def test_keyboard_operator_drives_the_arm_and_the_policy_restarts_after_hand_back(sim, probe, start_node):
+    recorder = sim
+    master, slave = os.openpty()
+    try:
+        policy = start_node("policy")  # the placeholder circle policy
+        mux = start_node("intervention", "device:=keyboard", stdin=slave)
+        assert wait_until(lambda: len(recorder.controller) >= 10, timeout_s=60), mux.output[-2000:] + policy.output[-2000:]
+        assert "operator: keyboard on /dev/pts/" in mux.output
+
+        type_keys(master, b" ")  # deadman on
+        assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=10), mux.output[-3000:]
+        takeover_t = recorder.flag_changes()[0][0]
+        time.sleep(1.0)  # the policy's last chunk runs out of the controller's ensemble
+        z = lambda: pose_from_msg(recorder.poses[-1][1])[1][2]  # noqa: E731
+        z_before = z()
+        type_keys(master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s
+        assert wait_until(lambda: z() - z_before > 0.08, timeout_s=10), (z_before, z())
+        type_keys(master, b"1")
+        assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=5)
+
+        type_keys(master, b" ")  # deadman off: hold-over, then the policy has authority again
+        assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=10), mux.output[-3000:]
+        assert wait_until(lambda: "operator handed back" in policy.output, timeout_s=10), policy.output[-3000:]
+        assert wait_until(lambda: recorder.sources()[-1][0] == "policy", timeout_s=10)
+        time.sleep(0.5)
+
+        assert_one_writer(probe, recorder, mux.output)
+        # The operator starts where the arm is (not where the circle's reference leads it), and the arm moves on
+        # without a lurch. (The reference itself steps back by the tracking error here: that is the arm's lag
+        # behind the circle, which the takeover drops on purpose.)
+        first = recorder.human[0][1]
+        stamp_s = time_from_msg(first.header.stamp)
+        measured = max((pose_from_msg(m) for _, m in list(recorder.poses)), key=lambda r: (r[0] <= stamp_s, r[0]))
+        start_gap_m = np.linalg.norm(chunk_from_msg(first)[0].actions[0, :3] - measured[1])
+        assert start_gap_m < 0.01, f"the operator started {start_gap_m * 1000:.1f} mm away from the measured TCP"
+        speed, step, samples = recorder.continuity(recorder.poses, takeover_t - 0.3, takeover_t + 1.0, span_s=0.1)
+        assert samples >= 4 and speed < NORMAL_SPEED_M_S, \
+            f"takeover: the TCP lurched ({samples} samples, {speed:.3f} m/s, step {step * 1000:.1f} mm)"
+        assert mux.stop() == 0, mux.output[-3000:]
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+# --- absent devices ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device, message", [
+    ("gamepad", "no gamepad found (looked for /dev/input/event* devices"),
+    ("spacemouse", "no SpaceMouse found (looked for 3Dconnexion HID devices"),
+    ("keyboard", "keyboard: standard input is not a terminal"),
+])
+def test_an_absent_device_stops_the_node_with_one_line(start_node, device, message):
+    node = start_node("intervention", f"device:={device}")
+    assert node.proc.wait(timeout=60) == 2, node.output
+    node.stop()
+    errors = [line for line in node.lines if "error" in line.lower()]
+    assert len(errors) == 1 and message in errors[0], node.output
