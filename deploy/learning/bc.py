@@ -43,7 +43,7 @@ class BCConfig:
     image_size: int = 64
     horizon: int = 16
     shift_pixels: int = 4  # random-shift augmentation amplitude
-    threads: int = 2
+    threads: int = 1  # 2 threads ran 10x slower than 1 beside the running graph (2 cores, loaded)
     architecture: dict = dataclasses.field(default_factory=dict)  # overrides of the policy's config class
 
     def __post_init__(self):
