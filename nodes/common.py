@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -82,8 +83,12 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_node(make_node: Callable[[], Node], executor_cls=None) -> None:
-    """init -> build -> spin -> shutdown; a DeployError becomes one clear line and exit code 2."""
+def run_node(make_node: Callable[[], Node], executor_cls=None, skip_teardown: bool = False) -> None:
+    """init -> build -> spin -> shutdown; a DeployError becomes one clear line and exit code 2.
+
+    `skip_teardown`: after a clean stop (node closed, context shut down) exit at once. For torch nodes: the
+    interpreter's own teardown then took ~5 s here (measured: close() done in 0.05 s, exit 5 s later), past
+    the graph's stop grace."""
     # Our own signal handling: SIGINT/SIGTERM unwind through `finally`, so the node stops its threads
     # (close()) before the context goes down; rclpy's handler would invalidate publishers under them.
     rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -112,3 +117,7 @@ def run_node(make_node: Callable[[], Node], executor_cls=None) -> None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+    if skip_teardown:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -12,6 +12,7 @@ flag, success and reward, each as the newest sample at the step's time. Used by 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
@@ -36,8 +38,8 @@ from deploy.data.episodes import EpisodeWriter
 from deploy.errors import ConfigError, DeployError
 from deploy.graph.description import TOPICS, resolve
 from deploy.graph.runner import GraphRunner, check_modules, child_environment
-from deploy.learning.episodes import EpisodeClock, EpisodeConfig, LatestValues, homing_actions
-from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS
+from deploy.learning.episodes import EpisodeClock, EpisodeConfig, LatestValues, console_line, homing_actions
+from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
                                       joint_state_from_msg, pose_from_msg, time_from_msg)
 
@@ -60,10 +62,8 @@ class EpisodeNode(Node):
         self.weight_version = "none"
         self._tcp: np.ndarray | None = None
         self._human: Chunk | None = None
-        for camera in self.cameras:
-            self.create_subscription(Image, f"/cameras/{camera}/image_raw",
-                                     lambda msg, c=camera: self.latest.set_frame(c, time_from_msg(msg.header.stamp),
-                                                                                  image_from_msg(msg)), SENSOR_QOS)
+        self._policy_active: bool | None = None  # unknown until we set it
+        self.watch_cameras(self.cameras)
         self.create_subscription(PoseStamped, "/proprio/ee_pose", self.on_pose, SENSOR_QOS)
         self.create_subscription(JointState, "/proprio/joint_states", self.on_joints, SENSOR_QOS)
         self.create_subscription(PoseStamped, "/controller/reference", self.on_reference, SENSOR_QOS)
@@ -76,10 +76,18 @@ class EpisodeNode(Node):
         self.create_subscription(MultiDOFJointTrajectory, "/intervention/human_chunk", self.on_human_chunk,
                                  COMMAND_QOS)
         self.homing_pub = self.create_publisher(MultiDOFJointTrajectory, TOPICS["policy_chunk"], COMMAND_QOS)
+        self.active_pub = self.create_publisher(Bool, "/episode/active", LATCHED_QOS)  # the operator's cue
         self.reset_client = self.create_client(Trigger, "/sim/reset")
         self.lifecycle_client = self.create_client(ChangeState, "/policy/change_state")
 
     # --- inputs ------------------------------------------------------------------------------------------
+    def watch_cameras(self, cameras: tuple[str, ...]):
+        self.cameras = cameras
+        for camera in cameras:
+            self.create_subscription(Image, f"/cameras/{camera}/image_raw",
+                                     lambda msg, c=camera: self.latest.set_frame(c, time_from_msg(msg.header.stamp),
+                                                                                  image_from_msg(msg)), SENSOR_QOS)
+
     def on_pose(self, msg: PoseStamped):
         _, position, quat = pose_from_msg(msg)
         self._tcp = position
@@ -136,8 +144,14 @@ class EpisodeNode(Node):
         return future.result()
 
     def set_policy_active(self, active: bool) -> None:
+        """Lifecycle activate / deactivate the policy node (it autostarts active); no-op when already so."""
+        if self._policy_active == active:
+            return
         transition = Transition.TRANSITION_ACTIVATE if active else Transition.TRANSITION_DEACTIVATE
-        self.call(self.lifecycle_client, ChangeState.Request(transition=Transition(id=transition)))
+        response = self.call(self.lifecycle_client, ChangeState.Request(transition=Transition(id=transition)))
+        if not response.success:
+            raise DeployError(f"the policy node refused to {'activate' if active else 'deactivate'}")
+        self._policy_active = active
 
     def home(self) -> None:
         """Drive the TCP to the start pose: one homing chunk, re-sent (same stamp, longer hold) until reached."""
@@ -183,14 +197,16 @@ class EpisodeNode(Node):
     def run_episode(self, root, meta: dict) -> dict:
         """One episode, logged under `root`; -> its outcome."""
         cfg = self.config
+        self.active_pub.publish(Bool(data=False))
         self.set_policy_active(False)
         self.home()
         seed = self.reset_task()
         time.sleep(cfg.settle_s)
         writer = EpisodeWriter(root, {**meta, "seed": seed, "cameras": list(self.cameras),
                                       "step_rate_hz": cfg.step_rate_hz})
+        self.active_pub.publish(Bool(data=True))
         self.set_policy_active(True)
-        clock, reason = EpisodeClock(cfg, self.now_s()), None
+        clock, reason, intervened = EpisodeClock(cfg, self.now_s()), None, []
         period_s, next_s = 1.0 / cfg.step_rate_hz, time.monotonic()
         try:
             while reason is None:
@@ -201,13 +217,16 @@ class EpisodeNode(Node):
                               executed_action=np.append(values["reference_pose"], values["gripper_width"]),
                               reward=np.array(float(values["success"] > 0.5)))
                 writer.add_step(values, frames)
+                intervened.append(bool(values["intervention"] > 0.5))
                 reason = clock.update(now_s, bool(values["success"] > 0.5))
                 next_s += period_s
                 time.sleep(max(0.0, next_s - time.monotonic()))
         finally:
+            self.active_pub.publish(Bool(data=False))
             self.set_policy_active(False)
             outcome = {"success": reason == "success", "reason": reason or "interrupted", "seed": seed,
-                       "duration_s": self.now_s() - clock.start_s}
+                       "duration_s": self.now_s() - clock.start_s,
+                       "intervention_fraction": float(np.mean(intervened)) if intervened else 0.0}
             writer.close(outcome)
         return {**outcome, "index": writer.index}
 
@@ -220,6 +239,7 @@ def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: l
     graph = resolve("sim", {"policy": policy, "seed": str(seed), "cameras": ",".join(cameras)})
     check_modules(graph)
     env = child_environment(os.environ, domain_id)
+    os.environ.update(env)  # this process's own node joins the graph with the same DDS transport and domain
     runner = GraphRunner(graph, env, out=open(output / "graph.log", "w"), err=open(output / "graph.err.log", "w"))
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env.get("ROS_DOMAIN_ID", "0")))
@@ -252,3 +272,50 @@ def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: l
         rclpy.try_shutdown(context=context)
         runner.stop()
     return outcomes
+
+
+
+@dataclasses.dataclass
+class SessionConfig:
+    cameras: str = "front,wrist"  # comma-separated camera names to log
+    output: str = "runs/session/episodes"  # the correction log
+    episodes: int = 0  # stop the graph after this many; 0 = until Ctrl-C
+    timeout_s: float = 30.0
+    console_window: int = 10  # success / intervention rates over this many recent episodes
+
+
+class SessionNode(EpisodeNode):
+    """The teleop session's episode runner and operator console (one line per episode on stdout)."""
+
+    def __init__(self):
+        super().__init__((), EpisodeConfig())
+        self.session = declare_config(self, SessionConfig)
+        self.config = EpisodeConfig(timeout_s=self.session.timeout_s)
+        self.watch_cameras(tuple(c for c in self.session.cameras.split(",") if c))
+        self.learner_status: dict[str, str] = {}
+        self.create_subscription(DiagnosticStatus, "/learner/status", self.on_learner_status, COMMAND_QOS)
+        self.outcomes: list[dict] = []
+        self._thread = threading.Thread(target=self.run_session, name="session", daemon=True)
+        self._thread.start()
+
+    def on_learner_status(self, msg: DiagnosticStatus):
+        self.learner_status = {kv.key: kv.value for kv in msg.values}
+
+    def run_session(self):
+        try:
+            self.wait_for_inputs()
+            while self.session.episodes == 0 or len(self.outcomes) < self.session.episodes:
+                self.outcomes.append(self.run_episode(self.session.output, {"label": "session"}))
+                print(console_line(self.outcomes, self.session.console_window, self.learner_status,
+                                   self.weight_version), flush=True)
+        except DeployError as error:
+            print(f"episodes: error: {error}", flush=True)
+        os.kill(os.getpid(), signal.SIGINT)  # done (or failed): end this node; the runner stops the graph
+
+
+def main():
+    run_node(SessionNode)
+
+
+if __name__ == "__main__":
+    main()

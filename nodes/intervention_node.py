@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
+from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
 from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -74,6 +74,8 @@ class InterventionNode(Node):
             self.create_subscription(PoseStamped, STATE_TOPICS["cube_pose"], self.on_pose("cube_pose"), SENSOR_QOS)
         if "gripper_width" in keys:
             self.create_subscription(JointState, STATE_TOPICS["gripper_width"], self.on_joints, SENSOR_QOS)
+        self.episode_running = True  # without an episode runner every moment is "in an episode"
+        self.create_subscription(Bool, "/episode/active", self.on_episode_active, LATCHED_QOS)
         self.create_timer(1.0 / self.config.flag_rate_hz, self.on_tick)
         self.get_logger().info(f"operator: {self.operator.name}" if self.operator
                                else "passthrough: the policy always has authority")
@@ -84,6 +86,10 @@ class InterventionNode(Node):
             stamp_s, position, quat = pose_from_msg(msg)
             self.assembler.update(key, stamp_s, np.concatenate([position, quat]))
         return store
+
+    def on_episode_active(self, msg: Bool):
+        """The episode runner homes the arm and resets the scene between episodes: the operator stands by."""
+        self.episode_running = msg.data
 
     def on_joints(self, msg: JointState):
         stamp_s, _, _, _, gripper_m = joint_state_from_msg(msg)
@@ -97,7 +103,7 @@ class InterventionNode(Node):
         return observation
 
     def on_policy_chunk(self, msg: MultiDOFJointTrajectory):
-        if self.operator is None:
+        if self.operator is None or not self.episode_running:  # between episodes: the runner's homing chunks
             self.cartesian_out.publish(msg)
             return
         now_s = self.now_s()
@@ -118,6 +124,11 @@ class InterventionNode(Node):
     def on_tick(self):
         now_s = self.now_s()
         observation = self.observe(now_s)
+        if not self.episode_running:
+            if self.mux.pause(now_s):
+                self.get_logger().info("episode over: authority back to the policy")
+            self.flag_pub.publish(Bool(data=False))
+            return
         tick = self.mux.tick(now_s, observation)
         if tick.chunk is not None:
             msg = chunk_to_msg(tick.chunk, CARTESIAN)

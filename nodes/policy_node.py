@@ -426,7 +426,7 @@ class PolicyNode(LifecycleNode):
 
 
 def main():
-    run_node(PolicyNode)
+    run_node(PolicyNode, skip_teardown=True)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,14 @@ from tqdm import tqdm
 
 from deploy.data.episodes import list_episodes, read_episode
 from deploy.errors import ConfigError
-from deploy.learning.episodes import chunk_labels
+from deploy.learning.episodes import chunk_labels, proposed_chunk_labels
 from deploy.policies.base import PolicyMetadata
 from deploy.policies.checkpoint import POLICY_TYPES, save_checkpoint
 from deploy.policies.learned import batch_from_observations, camera_key
 from deploy.sensing.observation import Observation
 
+LABEL_SOURCES = ("proposed", "executed")
+HOMING_CHUNK_MARGIN_S = 0.25  # a chunk stamped this long before the episode's first step is the homing chunk
 DECODE_BATCH = 256  # steps turned into tensors at once while loading
 
 
@@ -41,14 +43,18 @@ class BCConfig:
     cameras: tuple[str, ...] = ("front",)
     state_keys: tuple[str, ...] = ("ee_pose", "gripper_width")  # "cube_pose" = privileged sim state
     image_size: int = 64
+    labels: str = "proposed"  # "proposed": the acting policy's (expert's) chunks; "executed": the reference
     horizon: int = 16
     shift_pixels: int = 4  # random-shift augmentation amplitude
     threads: int = 1  # 2 threads ran 10x slower than 1 beside the running graph (2 cores, loaded)
+    corrections: tuple[str, ...] = ()  # correction logs whose operator steps are added (HG-DAgger)
     architecture: dict = dataclasses.field(default_factory=dict)  # overrides of the policy's config class
 
     def __post_init__(self):
         if self.kind not in POLICY_TYPES:
             raise ConfigError(f"policy kind '{self.kind}' is not one of {sorted(POLICY_TYPES)}")
+        if self.labels not in LABEL_SOURCES:
+            raise ConfigError(f"labels '{self.labels}' is not one of {'|'.join(LABEL_SOURCES)}")
         if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ConfigError("steps, batch_size and learning_rate must be positive")
 
@@ -61,22 +67,46 @@ class Dataset:
     episodes: list[int]  # episode indices used, per source folder order
 
 
-def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int = 0) -> Dataset:
-    """Successful episodes of `roots` -> samples; ConfigError when there are none or a field is missing."""
+def episode_labels(steps: dict, metadata: PolicyMetadata, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    """-> (steps used (T,) bool, their chunk labels (N, H, A)) of one logged episode."""
+    executed = labels == "executed"
+    source = steps["executed_action"] if executed else steps["policy_chunk"]  # (T, 8) | (T, H, 8)
+    keep = np.isfinite(source.reshape(len(source), -1)).all(axis=1) & np.isfinite(steps["ee_pose"]).all(axis=1)
+    if not executed:  # the homing chunk sent before the policy started is not the policy's
+        keep &= steps["policy_chunk_stamp_s"] >= steps["stamp_s"][0] - HOMING_CHUNK_MARGIN_S
+    if executed:
+        return keep, chunk_labels(steps["stamp_s"][keep], source[keep], metadata.dt_s, metadata.horizon)
+    return keep, proposed_chunk_labels(steps["stamp_s"][keep], steps["policy_chunk_stamp_s"][keep],
+                                       source[keep][:, :metadata.horizon], metadata.dt_s)
+
+
+def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int = 0, labels: str = "proposed",
+                 corrections: tuple[Path, ...] = ()) -> Dataset:
+    """Samples from the successful episodes of `roots` (labels as chosen) and from the operator-controlled
+    steps of every episode of the correction logs `corrections` (labels: what was executed, i.e. what the
+    operator commanded: HG-DAgger). ConfigError when there is nothing, or a field is missing."""
     images, states, actions, used = [], [], [], []
-    for root in roots:
+    sources = [(root, False) for root in roots] + [(root, True) for root in corrections]
+    for root, is_correction in sources:
         for summary in list_episodes(root):
-            if not (summary.outcome or {}).get("success"):
+            if not is_correction and not (summary.outcome or {}).get("success"):
                 continue
-            if max_episodes and len(used) >= max_episodes:
+            if max_episodes and not is_correction and len(used) >= max_episodes:
                 break
             episode = read_episode(summary.path)
-            missing = [k for k in (*metadata.state_keys, "executed_action") if k not in episode.steps]
+            kind = "executed" if is_correction else labels
+            needed = ("executed_action",) if kind == "executed" else ("policy_chunk", "policy_chunk_stamp_s")
+            missing = [k for k in (*metadata.state_keys, *needed, "stamp_s", "intervention")
+                       if k not in episode.steps]
             if missing:
                 raise ConfigError(f"episode {summary.path} has no field(s) {missing}")
-            executed = episode.steps["executed_action"]  # (T, 8)
-            keep = np.isfinite(executed).all(axis=1) & np.isfinite(episode.steps["ee_pose"]).all(axis=1)
-            labels = chunk_labels(episode.steps["stamp_s"][keep], executed[keep], metadata.dt_s, metadata.horizon)
+            keep, targets = episode_labels(episode.steps, metadata, kind)
+            if is_correction:  # only where the operator had authority
+                operator = episode.steps["intervention"][keep] > 0.5
+                keep[keep] = operator
+                targets = targets[operator]
+            if not keep.any():
+                continue
             frames = {c: episode.frames(c)[keep] for c in metadata.image_keys}
             state_values = {k: episode.steps[k][keep] for k in metadata.state_keys}
             for start in range(0, int(keep.sum()), DECODE_BATCH):
@@ -87,10 +117,11 @@ def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int 
                 batch = batch_from_observations(observations, metadata)
                 images.append((batch["images"] * 255).round().to(torch.uint8))
                 states.append(batch["state"])
-            actions.append(torch.from_numpy(labels.astype(np.float32)))
+            actions.append(torch.from_numpy(targets.astype(np.float32)))
             used.append(summary.index)
     if not used:
-        raise ConfigError(f"no successful episode in {[str(r) for r in roots]}")
+        raise ConfigError(f"no successful episode in {[str(r) for r in roots]} and no operator step in "
+                          f"{[str(r) for r in corrections]}")
     return Dataset(torch.cat(images), torch.cat(states), torch.cat(actions), used)
 
 
@@ -114,7 +145,8 @@ def train_bc(roots: list[Path], output: Path, config: BCConfig, progress: bool =
     metadata = PolicyMetadata(action_space="cartesian", dt_s=0.05, horizon=config.horizon,
                               image_keys=config.cameras, image_size_hw=(config.image_size, config.image_size),
                               state_keys=config.state_keys)
-    data = load_dataset(roots, metadata, config.max_episodes)
+    data = load_dataset(roots, metadata, config.max_episodes, config.labels,
+                        tuple(Path(c) for c in config.corrections))
     cls = POLICY_TYPES[config.kind]
     policy = cls(cls.config_class(**{"seed": config.seed, **config.architecture}), metadata)
     policy.normalizer.fit(data.states.numpy(), data.actions.numpy())

@@ -73,7 +73,8 @@ def _cmd_train_bc(ns: argparse.Namespace) -> int:
     config = BCConfig(kind=ns.kind, steps=ns.steps, batch_size=ns.batch_size, learning_rate=ns.lr, seed=ns.seed,
                       max_episodes=ns.max_episodes, cameras=tuple(c for c in ns.cameras.split(",") if c),
                       state_keys=tuple(k for k in ns.state.split(",") if k), image_size=ns.image_size,
-                      architecture=_json_object(ns.arch, "--arch"))
+                      architecture=_json_object(ns.arch, "--arch"), labels=ns.labels,
+                      corrections=tuple(ns.corrections))
     path = train_bc([Path(d) for d in ns.demos], Path(ns.output), config)
     print(f"deploy train-bc: checkpoint written to {path}")
     return 0
@@ -117,6 +118,10 @@ def register(commands) -> None:
     train.add_argument("--image-size", type=int, default=64, help="square input size in pixels (default 64)")
     train.add_argument("--state", default="ee_pose,gripper_width",
                        help="proprioceptive inputs (default ee_pose,gripper_width; cube_pose = privileged sim state)")
+    train.add_argument("--corrections", nargs="*", default=[],
+                       help="correction logs (teleop sessions) whose operator-controlled steps are added (HG-DAgger)")
+    train.add_argument("--labels", default="proposed", choices=("proposed", "executed"),
+                       help="action labels: the acting policy's proposed chunks (default) or the executed reference")
     train.add_argument("--arch", default="{}", help='architecture overrides as JSON, e.g. \'{"d_model": 64}\'')
     train.set_defaults(func=_cmd_train_bc)
 

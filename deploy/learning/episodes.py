@@ -103,6 +103,23 @@ def chunk_labels(stamps_s: np.ndarray, executed: np.ndarray, dt_s: float, horizo
     return labels
 
 
+def proposed_chunk_labels(stamps_s: np.ndarray, chunk_stamps_s: np.ndarray, chunks: np.ndarray, dt_s: float,
+                          quat: slice | None = slice(3, 7)) -> np.ndarray:
+    """Behaviour-cloning targets from the chunks the acting policy (the expert) proposed: for the step at
+    stamps_s[t], its latest chunk (H, A) stamped chunk_stamps_s[t], re-sampled at stamps_s[t] + (i + 1) dt_s
+    (its end point held beyond it). Unlike executed actions, these carry the expert's intent at full speed,
+    not the controller's blending lag. -> (T, H, A)."""
+    horizon = chunks.shape[1]
+    out = np.empty_like(chunks)
+    for t in range(len(stamps_s)):
+        point_times = chunk_stamps_s[t] + dt_s * np.arange(1, horizon + 1)
+        wanted = stamps_s[t] + dt_s * np.arange(1, horizon + 1)
+        out[t] = np.stack([np.interp(wanted, point_times, chunks[t, :, k]) for k in range(chunks.shape[2])], -1)
+    if quat is not None:
+        out[..., quat] /= np.linalg.norm(out[..., quat], axis=-1, keepdims=True).clip(min=1e-9)
+    return out
+
+
 class EpisodeClock:
     """Ends an episode on held success or timeout (times in seconds of the node clock)."""
 
@@ -121,3 +138,17 @@ class EpisodeClock:
         if now_s - self.start_s >= self.config.timeout_s:
             return "timeout"
         return None
+
+
+def console_line(outcomes: list[dict], window: int, learner: dict[str, str], weight_version: str) -> str:
+    """The operator console's line after an episode: its outcome, recent success and intervention rates, the
+    learner's progress and the weights the policy runs."""
+    last, recent = outcomes[-1], outcomes[-window:]
+    success = np.mean([o["success"] for o in recent])
+    intervention = np.mean([o.get("intervention_fraction", 0.0) for o in recent])
+    learner_text = (f"learner step {learner.get('step', '?')} critic {learner.get('critic', '-')} "
+                    f"actor {learner.get('actor', '-')} v{learner.get('version', '?')}" if learner else "no learner")
+    return (f"episode {len(outcomes)} (seed {last['seed']}): {'SUCCESS' if last['success'] else 'failure'} "
+            f"in {last['duration_s']:.1f} s, operator {last.get('intervention_fraction', 0.0):.0%} | "
+            f"last {len(recent)}: success {success:.0%}, intervention {intervention:.0%} | {learner_text} | "
+            f"weights {weight_version}")

@@ -86,6 +86,9 @@ class Operator(abc.ABC):
     def stop(self, now_s: float) -> None:
         """Authority went back to the policy."""
 
+    def forget(self) -> None:
+        """Between episodes: drop any wish for authority (the next episode starts with the policy in charge)."""
+
     @abc.abstractmethod
     def command(self, now_s: float, observation: Observation | None) -> Chunk | None:
         """The chunk to execute now while the operator has authority (None: nothing new)."""
@@ -196,6 +199,18 @@ class AuthorityMux:
         if self.operator is None:
             return True
         return not (self.human or self.operator.wants_authority()) and stamp_s > self.handback_s
+
+    def pause(self, now_s: float) -> bool:
+        """No episode is running (the arm is homed, the scene reset): the operator lets go and stands by.
+        -> whether authority changed hands."""
+        if self.operator is None:
+            return False
+        self.operator.forget()
+        if not self.human:
+            return False
+        self.operator.stop(now_s)
+        self.human, self.handback_s = False, now_s
+        return True
 
     def tick(self, now_s: float, observation: Observation | None) -> MuxTick:
         if self.operator is None:

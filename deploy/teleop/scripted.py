@@ -97,6 +97,9 @@ class ScriptedOperator(Operator):
     def wants_authority(self) -> bool:
         return self._wants
 
+    def forget(self) -> None:
+        self._wants, self._agree_since_s = False, None
+
     def command(self, now_s: float, observation: Observation | None) -> Chunk | None:
         """While in authority the expert's chunk IS the human action (one per fresh observation)."""
         if observation is None or observation.stamp_s == self._commanded_stamp_s:
