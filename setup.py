@@ -36,9 +36,10 @@ ROS_WHEELS = [
     "ros-builtin-interfaces==2.3.0",
     "ros-rcl-interfaces==2.3.0",
 ]
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0"]
+# mcap + mcap-ros2-support: the MCAP reader Foxglove is built on, to check our bags without rosbags
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "mcap==1.6.0", "mcap-ros2-support==0.6.0"]
 
-NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention", "frame_recorder"]
+NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention", "frame_recorder", "recorder", "replay"]
 
 setup(
     name=PACKAGE,
@@ -53,6 +54,7 @@ setup(
         "deploy.teleop",
         "deploy.learning",
         "deploy.graph",
+        "deploy.bags",
         "deploy.nodes",
         "deploy.policies",
     ],
@@ -62,11 +64,14 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
-        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.xml")),
+        *[("share/" + PACKAGE + "/" + d, glob(d + "/*")) for d in sorted(glob("checkpoints/*"))],
     ],
     install_requires=CORE_REQUIRES,
     extras_require={"ros": ROS_WHEELS, "test": TEST_REQUIRES,
-                    "franka": ["pylibfranka==0.21.3"], "ur": ["ur-rtde==1.6.5"]},
+                    "franka": ["pylibfranka==0.21.3"], "ur": ["ur-rtde==1.6.5"],
+                    # operator devices: SpaceMouse (HID via easyhid -> libhidapi-hidraw0), gamepad (evdev)
+                    "teleop": ["pyspacemouse==2.1.0", "easyhid==0.0.10", "evdev==2.0.0"]},
     zip_safe=True,
     maintainer="deploy developers",
     maintainer_email="deploy@localhost",

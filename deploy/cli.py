@@ -17,7 +17,8 @@ from pathlib import Path
 from deploy.errors import ConfigError
 
 EXIT_USAGE = 2
-COMMAND_MODULES: tuple[str, ...] = ("deploy.data.commands", "deploy.learning.commands")  # each: register(commands)
+COMMAND_MODULES: tuple[str, ...] = ("deploy.data.commands", "deploy.learning.commands",
+                                    "deploy.bags.commands")  # each has register(commands)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -5,6 +5,10 @@ The core (`deploy/`, `policies/`) never sees a message; nodes call these. Mappin
   header.frame_id = "base", joint_names = ["tcp", "gripper"]; per point: transforms[0] = TCP pose,
   transforms[1].translation.x = gripper width [m]; time_from_start = offset from the stamp.
 - Joint action chunk = trajectory_msgs/JointTrajectory with joint names joint1..joint7 + "gripper".
+- Robot state (/robot/joint_states) = sensor_msgs/JointState, arm joints joint1..jointN (N from the robot:
+  7 Panda, 6 UR) + "gripper" (position = width [m]). A foreign JointState (ros2_control's
+  joint_state_broadcaster) is read by the joint names the backend gives, in any order.
+- Gripper width command = std_msgs/Float64, data = width [m].
 - Chunk execution status = std_msgs/Float64MultiArray whose layout.dim labels name the fields.
 - JPEG image = sensor_msgs/CompressedImage with format "rgb8; jpeg compressed bgr8" (what image_transport's
   compressed plugin writes, so rqt/Foxglove/image_transport decode it); data = the JPEG file bytes.
@@ -12,20 +16,35 @@ The core (`deploy/`, `policies/`) never sees a message; nodes call these. Mappin
   stamp = the chunk's header.stamp (same nanoseconds), frame_id = the weight version (sha256 prefix of the
   weights file, or "scripted-<name>"). A log joins chunks to versions by exact stamp equality; the chunk's own
   frame_id stays "base". The current version is also latched on /policy/weight_version (std_msgs/String).
+- Bags keep messages serialized (CDR bytes, typed by ROS 2 names such as "sensor_msgs/msg/Image"):
+  `message_class` / `message_from_cdr` turn them into messages; QoS travels as deploy.bags.topics.QosSpec.
 """
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import PoseStamped, Transform, TwistStamped
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
+from std_msgs.msg import Float64, Float64MultiArray, Header, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
+from deploy.bags.topics import QosSpec
 from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
 
 BASE_FRAME = "base"
-ARM_JOINT_NAMES = [f"joint{i}" for i in range(1, 8)]
+
+
+def arm_joint_names(dof: int) -> list[str]:
+    """joint1..joint<dof>: the package's own names for an arm's joints."""
+    return [f"joint{i}" for i in range(1, dof + 1)]
+
+
+ARM_JOINT_NAMES = arm_joint_names(7)  # joint-space chunks: a 7-joint arm
 GRIPPER_JOINT = "gripper"
 CARTESIAN_JOINT_NAMES = ["tcp", GRIPPER_JOINT]
 
@@ -158,27 +177,48 @@ def camera_info_to_msg(width: int, height: int, fx: float, fy: float, cx: float,
 
 
 def joint_state_to_msg(stamp_s: float, q_rad, dq_rad_s, tau_nm, gripper_width_m: float) -> JointState:
+    """Arm joints joint1..jointN (N = len(q_rad)) + "gripper"."""
     msg = JointState()
     msg.header.stamp = time_to_msg(stamp_s)
-    msg.name = ARM_JOINT_NAMES + [GRIPPER_JOINT]
+    msg.name = arm_joint_names(len(q_rad)) + [GRIPPER_JOINT]
     msg.position = [float(v) for v in q_rad] + [float(gripper_width_m)]
     msg.velocity = [float(v) for v in dq_rad_s] + [0.0]
     msg.effort = [float(v) for v in tau_nm] + [0.0]
     return msg
 
 
-def joint_state_from_msg(msg: JointState) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
-    """-> (stamp_s, q (7,), dq (7,), tau (7,), gripper_width_m), by joint name."""
+def joint_state_from_msg(msg: JointState, joint_names=None, gripper_joint: str = GRIPPER_JOINT
+                         ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
+    """-> (stamp_s, q (N,), dq (N,), tau (N,), gripper_width_m), picked by name in `joint_names` order.
+
+    joint_names None: the package's own joint1..jointN, N as many as the message has in sequence. Missing
+    velocities/efforts read as zeros, a missing gripper entry as NaN (unknown).
+    """
     index = {name: i for i, name in enumerate(msg.name)}
-    missing = [n for n in ARM_JOINT_NAMES if n not in index]
+    if joint_names is None:
+        dof = 0
+        while f"joint{dof + 1}" in index:
+            dof += 1
+        joint_names = arm_joint_names(dof) if dof else ARM_JOINT_NAMES
+    missing = [n for n in joint_names if n not in index]
     if missing:
         raise ValueError(f"JointState lacks joints {missing}")
-    arm = [index[n] for n in ARM_JOINT_NAMES]
+    arm = [index[n] for n in joint_names]
     position = np.asarray(msg.position, dtype=float)
+    if len(position) != len(msg.name):
+        raise ValueError(f"JointState has {len(msg.name)} names but {len(position)} positions")
     velocity = np.asarray(msg.velocity, dtype=float) if len(msg.velocity) else np.zeros(len(position))
     effort = np.asarray(msg.effort, dtype=float) if len(msg.effort) else np.zeros(len(position))
-    gripper = float(position[index[GRIPPER_JOINT]]) if GRIPPER_JOINT in index else float("nan")
+    gripper = float(position[index[gripper_joint]]) if gripper_joint in index else float("nan")
     return time_from_msg(msg.header.stamp), position[arm], velocity[arm], effort[arm], gripper
+
+
+def gripper_width_to_msg(width_m: float) -> Float64:
+    return Float64(data=float(width_m))
+
+
+def gripper_width_from_msg(msg: Float64) -> float:
+    return float(msg.data)
 
 
 def pose_to_msg(position_m, quat_xyzw, stamp_s: float, frame_id: str = BASE_FRAME) -> PoseStamped:
@@ -229,3 +269,34 @@ def chunk_version_to_msg(stamp_s: float, weight_version: str) -> Header:
 def chunk_version_from_msg(msg: Header) -> tuple[float, str]:
     """-> (chunk stamp_s, weight_version)."""
     return time_from_msg(msg.stamp), msg.frame_id
+
+
+def message_class(msgtype: str) -> type:
+    """"sensor_msgs/msg/Image" -> the installed message class; ValueError naming the type if there is none."""
+    package, kind, name = (msgtype.split("/") + ["", ""])[:3]
+    try:
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"message type '{msgtype}' is not installed") from None
+
+
+def message_from_cdr(data: bytes, msgtype: str):
+    """Serialized bytes (as a bag stores them) -> message of type `msgtype`."""
+    return deserialize_message(bytes(data), message_class(msgtype))
+
+
+def clock_to_msg(stamp_ns: int) -> Clock:
+    return Clock(clock=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000))
+
+
+def qos_to_profile(spec: QosSpec) -> QoSProfile:
+    reliability = ReliabilityPolicy.RELIABLE if spec.reliable else ReliabilityPolicy.BEST_EFFORT
+    durability = DurabilityPolicy.TRANSIENT_LOCAL if spec.transient_local else DurabilityPolicy.VOLATILE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=spec.depth, reliability=reliability, durability=durability)
+
+
+def qos_from_profile(profile: QoSProfile) -> QosSpec:
+    """An endpoint's QoS (e.g. a discovered publisher's) as the plain values bags record."""
+    return QosSpec(reliable=profile.reliability == ReliabilityPolicy.RELIABLE,
+                   transient_local=profile.durability == DurabilityPolicy.TRANSIENT_LOCAL,
+                   depth=max(1, int(profile.depth)))

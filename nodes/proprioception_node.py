@@ -1,24 +1,33 @@
 """Proprioception node: republishes the controller's high-rate robot state at a configurable rate, with
-the TCP pose (forward kinematics from the robot's model) and twist, stamped with the sample time."""
+the TCP pose (forward kinematics from the robot's model) and twist, all stamped with the sample time.
+
+Samples are decimated by their own stamps (deploy.sensing.rate) and republished the moment they arrive: the
+output rate is exact in the samples' clock however the node is scheduled, and no sample waits for a timer.
+The gripper width travels in the joint states as the "gripper" entry (nodes/conversions.py)."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 
 from deploy.errors import ConfigError
 from deploy.nodes.common import SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import joint_state_from_msg, joint_state_to_msg, pose_to_msg, twist_to_msg
 from deploy.robots.registry import make_model
+from deploy.sensing.rate import StampDecimator
+
+# Best effort like the controller's state, but deep: after this process was descheduled, the backlog still
+# holds every sample (0.4 s at 250 Hz), so the decimator fills every slot from the samples' own stamps.
+STATE_BACKLOG_QOS = QoSProfile(depth=100, reliability=SENSOR_QOS.reliability, history=SENSOR_QOS.history)
 
 
 @dataclasses.dataclass
 class ProprioceptionConfig:
     robot: str = "sim"  # which kinematic model computes the TCP pose
-    rate_hz: float = 100.0  # publish rate [Hz]
+    rate_hz: float = 100.0  # publish rate in the samples' clock [Hz]; at most the controller's state rate
 
     def __post_init__(self):
         if not 1.0 <= self.rate_hz <= 1000.0:
@@ -30,26 +39,16 @@ class ProprioceptionNode(Node):
         super().__init__("proprioception")
         self.config = declare_config(self, ProprioceptionConfig)
         self.model = make_model(self.config.robot)
-        self._latest: JointState | None = None
-        self._published_stamp = None
-        self._lock = threading.Lock()
-        self.create_subscription(JointState, "/robot/joint_states", self.on_state, SENSOR_QOS)
+        self.decimator = StampDecimator(self.config.rate_hz)
         self.joint_pub = self.create_publisher(JointState, "/proprio/joint_states", SENSOR_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, "/proprio/ee_pose", SENSOR_QOS)
         self.twist_pub = self.create_publisher(TwistStamped, "/proprio/ee_twist", SENSOR_QOS)
-        self.create_timer(1.0 / self.config.rate_hz, self.publish)
+        self.create_subscription(JointState, "/robot/joint_states", self.on_state, STATE_BACKLOG_QOS)
 
     def on_state(self, msg: JointState):
-        with self._lock:
-            self._latest = msg
-
-    def publish(self):
-        with self._lock:
-            msg = self._latest
-        if msg is None or msg.header.stamp == self._published_stamp:
-            return
-        self._published_stamp = msg.header.stamp
         stamp_s, q, dq, tau, gripper = joint_state_from_msg(msg)
+        if not self.decimator.accept(stamp_s):
+            return
         self.joint_pub.publish(joint_state_to_msg(stamp_s, q, dq, tau, gripper))
         position, quat = self.model.ee_pose(q)
         self.pose_pub.publish(pose_to_msg(position, quat, stamp_s))

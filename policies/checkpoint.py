@@ -17,6 +17,7 @@ import safetensors.torch
 import torch
 
 from deploy.errors import ConfigError
+from deploy.files import write_atomic
 from deploy.policies.act import ACTPolicy
 from deploy.policies.base import PolicyMetadata
 from deploy.policies.flow import FlowPolicy
@@ -38,10 +39,10 @@ def save_checkpoint(policy: LearnedPolicy, path: str | os.PathLike, weight_versi
     path.mkdir(parents=True, exist_ok=True)
     with policy.weights_lock:
         tensors = {name: t.detach().contiguous().clone() for name, t in policy.state_dict().items()}
-    _write_atomic(path / WEIGHTS_FILE, safetensors.torch.save(tensors))
+    write_atomic(path / WEIGHTS_FILE, safetensors.torch.save(tensors))
     document = {"format_version": FORMAT_VERSION, "policy_type": policy_type, "weight_version": weight_version,
                 "metadata": dataclasses.asdict(policy.metadata), "config": dataclasses.asdict(policy.config)}
-    _write_atomic(path / CONFIG_FILE, json.dumps(document, indent=2).encode())
+    write_atomic(path / CONFIG_FILE, json.dumps(document, indent=2).encode())
     return path
 
 
@@ -144,12 +145,3 @@ def _read_weights(path: Path, data: bytes, policy: LearnedPolicy) -> dict[str, t
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ConfigError(f"{path}: tensor '{name}' contains NaN or inf")
     return tensors
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)

@@ -2,10 +2,11 @@ import os
 
 import pytest
 
+from deploy.graph.description import dds_environment
 from harness import GraphProcess, Probe, fresh_domain_id
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.update(dds_environment())  # the test process's own participants (Probe) use the package's transport
 
 
 @pytest.fixture

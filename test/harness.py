@@ -14,6 +14,8 @@ from typing import Callable
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
+from deploy.graph.description import dds_environment
+
 _counter = itertools.count()
 
 
@@ -23,9 +25,10 @@ def fresh_domain_id() -> int:
 
 
 def ros_environment(domain_id: int) -> dict[str, str]:
+    """Environment of a test's child processes: its domain and the package's DDS transport (as launched graphs)."""
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1", MUJOCO_GL=env.get("MUJOCO_GL", "egl"))
+    env.update(dds_environment(), ROS_DOMAIN_ID=str(domain_id), RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
+               PYTHONUNBUFFERED="1", MUJOCO_GL=env.get("MUJOCO_GL", "egl"))
     return env
 
 

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from deploy.errors import ConfigError, DeployError
+from deploy.files import write_atomic
 
 FORMAT = "deploy-episode/1"
 MAGIC = b"DEPS"
@@ -59,21 +60,6 @@ def _dumps(obj, what: str) -> str:
         return json.dumps(obj, indent=1, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"episode {what}: {exc}") from None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """tmp file + fsync + rename + directory fsync: readers see the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _encode_field(name, value) -> tuple[list, bytes]:
@@ -129,7 +115,7 @@ class EpisodeWriter:
                             "meta": dict(meta or {})}, "meta")
         self.path.mkdir()  # never reuses a folder: a concurrent writer on the same root fails here
         self._file = open(self.path / STEPS_FILE, "ab")
-        _write_atomic(self.path / META_FILE, meta_text)
+        write_atomic(self.path / META_FILE, meta_text)
         self.fsync_each_step = fsync_each_step
         self.png_level = png_level
         self.num_steps = 0
@@ -171,7 +157,7 @@ class EpisodeWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        _write_atomic(self.path / OUTCOME_FILE, text)
+        write_atomic(self.path / OUTCOME_FILE, text)
         self.closed = True
 
     def __enter__(self) -> EpisodeWriter:

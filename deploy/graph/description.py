@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from deploy.bags import lockstep
 from deploy.errors import ConfigError
 
 PACKAGE = "deploy"
@@ -36,9 +37,11 @@ TOPICS = {
     "controller_joint_chunk": "/controller/joint_chunk",
 }
 
-# Environment every node of a graph gets unless the caller already set it. Without the larger socket buffers
-# best-effort images are lost (DESIGN.md, "Facts measured"). Used by the runner and by the launch files.
-DDS_ENV_DEFAULTS = {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4?sockets_size=4MB"}
+# The DDS transport every node of a graph gets (runner, launch files, test harness): the package's Fast DDS
+# profile (loopback-only UDPv4 with 4 MB socket buffers) and the discovery range under which rmw_fastrtps
+# applies it. Under LOCALHOST rmw_fastrtps adds its own transports (512 KB shared memory, system-size UDP
+# buffers) and 2 x 640x480 frames at 30 Hz lose ~65 %; measured in bench/camera_transport.py, README "DDS".
+DDS_PROFILE_FILE = "fastdds_localhost.xml"
 
 ARG_KINDS = ("str", "int", "bool", "list")
 _ROS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -160,6 +163,21 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "config"
 
 
+DDS_ENV_DEFAULTS = {
+    "ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT",  # under LOCALHOST the rmw adds its own transports
+    "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / DDS_PROFILE_FILE),
+}
+
+
+def dds_environment() -> dict[str, str]:
+    """DDS_ENV_DEFAULTS once the profile is known to exist: SYSTEM_DEFAULT without the profile would be Fast
+    DDS's stock discovery, multicast on every interface."""
+    profile = Path(DDS_ENV_DEFAULTS["FASTDDS_DEFAULT_PROFILES_FILE"])
+    if not profile.is_file():
+        raise ConfigError(f"Fast DDS profile not found: {profile} (the package's config/{DDS_PROFILE_FILE})")
+    return dict(DDS_ENV_DEFAULTS)
+
+
 # ----------------------------------------------------------------------------------------------- graphs ---
 _REAL_ROBOT_ARGS = (
     LaunchArg("robot", "sim", "robot backend", choices=("sim", "franka", "ur", "external")),
@@ -170,9 +188,15 @@ _REAL_ROBOT_ARGS = (
     LaunchArg("sim_mode", "realtime", "sim pacing; lockstep steps the sim with the graph and implies sim time",
               choices=("realtime", "lockstep")),
     LaunchArg("seed", "0", "random seed of the sim and the policy", kind="int"),
+    LaunchArg("record", "false", "record the session's topics to a rosbag2 MCAP (deploy record)", kind="bool"),
+    LaunchArg("bag", "", "bag directory for record:=true; empty = runs/bags/<UTC date-time>"),
 )
 
+_RECORDER = NodeSpec("recorder", "recorder_node", "deploy.nodes.recorder_node",
+                     parameters=(InlineParam("output", "{bag}"),))
+
 _REAL_ROBOT_NODES = (
+    dataclasses.replace(_RECORDER, condition=Condition("record", ("true",))),  # first: stops last
     NodeSpec("sim", "sim_node", "deploy.nodes.sim_node", ("sim.yaml",),
              parameters=(InlineParam("seed", "{seed}", "int"), InlineParam("mode", "{sim_mode}")),
              required=True, condition=Condition("robot", ("sim",))),
@@ -236,10 +260,104 @@ DEMO = dataclasses.replace(
                                 parameters=(InlineParam("camera_name", "front"), InlineParam("output_path", "{video}"))),),
 )
 
+# The teleop correction session on the sim: an operator device (default: the scripted operator) in the
+# intervention node, the episode runner + operator console logging every step, and the learner fine-tuning the
+# policy from that log and swapping its weights into the running policy (deploy/learning).
+_SESSION_DEVICES = ("none", "scripted", "keyboard", "gamepad", "spacemouse")
+TELEOP_SESSION = dataclasses.replace(
+    SIM, name="teleop_session",
+    description="sim graph + operator device + episode runner/console + online learner from corrections",
+    args=SIM.args + (
+        LaunchArg("device", "scripted", "operator device in the intervention node", choices=_SESSION_DEVICES),
+        LaunchArg("session", "runs/session", "folder for the correction log (episodes/) and the learner"),
+        LaunchArg("demos", "", "episode log of demonstrations the learner also trains on; empty = none"),
+        LaunchArg("episodes", "0", "stop after this many episodes; 0 = until Ctrl-C", kind="int"),
+        LaunchArg("learn", "true", "run the learner (false: log corrections only)", kind="bool"),
+        LaunchArg("publish_period", "30.0", "seconds between weight versions the learner swaps in")),
+    nodes=tuple(dataclasses.replace(n, parameters=n.parameters + (InlineParam("device", "{device}"),))
+                if n.name == "intervention" else n for n in SIM.nodes) + (
+        NodeSpec("episodes", "episode_node", "deploy.nodes.episode_node", required=True,
+                 parameters=(InlineParam("output", "{session}/episodes"), InlineParam("episodes", "{episodes}", "int"),
+                             InlineParam("cameras", "{cameras}"))),
+        NodeSpec("learner", "learner_node", "deploy.nodes.learner_node", condition=Condition("learn", ("true",)),
+                 parameters=(InlineParam("checkpoint", "{policy}"), InlineParam("demos", "{demos}"),
+                             InlineParam("log", "{session}/episodes"), InlineParam("workdir", "{session}/learner"),
+                             InlineParam("publish_period_s", "{publish_period}", "float")))),
+)
+
 register_graph(REAL_ROBOT)
 register_graph(SIM)
 register_graph(DEMO)
+register_graph(TELEOP_SESSION)
 register_graph(ROBOT)
+
+
+# Bags (deploy.bags): record, replay into the policy on bag time, deterministic replay testing.
+_POLICY = next(n for n in _REAL_ROBOT_NODES if n.name == "policy")
+_ON_BAG_TIME = (InlineParam("use_sim_time", "true", "bool"),)  # the replay publishes /clock
+_BAG_ARG = LaunchArg("bag", "", "rosbag2 directory")
+_REPLAY_ARGS = (
+    LaunchArg("rate", "1.0", "playback speed (2.0 = twice as fast)"),
+    LaunchArg("start_offset", "0.0", "seconds of the bag to skip"),
+    LaunchArg("loop", "false", "replay again and again (time goes on)", kind="bool"),
+)
+_REPLAY_PARAMS = (InlineParam("bag", "{bag}"), InlineParam("rate", "{rate}", "float"),
+                  InlineParam("start_offset_s", "{start_offset}", "float"), InlineParam("loop", "{loop}", "bool"),
+                  InlineParam("topics", "{topics}"))
+_REPLAY = NodeSpec("replay", "replay_node", "deploy.nodes.replay_node", required=True)
+
+RECORD = Graph(
+    name="record", description="the recorder alone: selected topics of a running graph to a rosbag2 MCAP",
+    args=(dataclasses.replace(_BAG_ARG, description="bag directory; empty = runs/bags/<UTC date-time>"),
+          LaunchArg("topics", "", "comma-separated topics or * patterns; empty = the preset's"),
+          LaunchArg("preset", "stack", "topic set when topics is empty", choices=("stack", "observations")),
+          LaunchArg("use_sim_time", "false", "log times from /clock", kind="bool")),
+    nodes=(dataclasses.replace(_RECORDER, parameters=_RECORDER.parameters + (
+        InlineParam("topics", "{topics}"), InlineParam("preset", "{preset}"))),),
+    common_parameters=(InlineParam("use_sim_time", "{use_sim_time}", "bool"),),
+)
+
+BAG_PLAY = Graph(
+    name="bag_play", description="the replay alone: a bag's topics with their recorded timing and /clock",
+    args=(_BAG_ARG, *_REPLAY_ARGS, LaunchArg("topics", "", "comma-separated topics or * patterns; empty = all"),
+          LaunchArg("clock", "true", "publish /clock from bag time", kind="bool"),
+          LaunchArg("wait_for_subscribers", "false", "start once every replayed topic has a subscriber",
+                    kind="bool")),
+    nodes=(dataclasses.replace(_REPLAY, required=False, parameters=_REPLAY_PARAMS + (
+        InlineParam("clock", "{clock}", "bool"),
+        InlineParam("wait_for_subscribers", "{wait_for_subscribers}", "bool"))),),
+)
+
+REPLAY = Graph(
+    name="replay", description="a bag's observations and /clock into the policy, which runs on bag time; no robot",
+    args=(_BAG_ARG, LaunchArg("policy", "", "policy checkpoint path; empty = the package's demo policy"),
+          *_REPLAY_ARGS, LaunchArg("topics", "", "comma-separated topics or * patterns; empty = the observations"),
+          LaunchArg("seed", "0", "random seed of the policy", kind="int")),
+    nodes=(dataclasses.replace(_REPLAY, parameters=_REPLAY_PARAMS + (
+               InlineParam("preset", "observations"), InlineParam("policy", "{policy}"))),
+           dataclasses.replace(_POLICY, parameters=_POLICY.parameters + _ON_BAG_TIME)),
+)
+
+# deploy replay-test: the replay feeds the policy one observation set at a time (deploy/bags/lockstep.py).
+REPLAY_TEST = Graph(
+    name="replay_test", description="deterministic lockstep replay of a bag's observations into a checkpoint",
+    args=(_BAG_ARG, LaunchArg("policy", "", "policy checkpoint directory"),
+          LaunchArg("output", "", "bag the policy's chunks are written to"),
+          LaunchArg("image_max_age", str(lockstep.DEFAULT_IMAGE_MAX_AGE_S), "the policy's image_max_age_s [s]"),
+          LaunchArg("state_max_age", str(lockstep.DEFAULT_STATE_MAX_AGE_S), "the policy's state_max_age_s [s]"),
+          LaunchArg("seed", "0", "random seed of the policy", kind="int")),
+    nodes=(dataclasses.replace(_POLICY, parameters=_POLICY.parameters + _ON_BAG_TIME + (
+               InlineParam("trigger", lockstep.POLICY_TRIGGER),
+               InlineParam("image_max_age_s", "{image_max_age}", "float"),
+               InlineParam("state_max_age_s", "{state_max_age}", "float"), InlineParam("rtc_prefix", "false", "bool"))),
+           dataclasses.replace(_REPLAY, parameters=(
+               InlineParam("bag", "{bag}"), InlineParam("mode", "lockstep"), InlineParam("policy", "{policy}"),
+               InlineParam("output", "{output}"), InlineParam("image_max_age_s", "{image_max_age}", "float"),
+               InlineParam("state_max_age_s", "{state_max_age}", "float")))),
+)
+
+for _graph in (RECORD, BAG_PLAY, REPLAY, REPLAY_TEST):
+    register_graph(_graph)
 
 
 # ----------------------------------------------------------------------------------------------- resolve ---
@@ -375,7 +493,8 @@ def parse_launch_args(tokens: list[str]) -> dict[str, str]:
 
 
 __all__ = [
-    "Condition", "DDS_ENV_DEFAULTS", "GRAPHS", "Graph", "Implication", "InlineParam", "LaunchArg", "NodeSpec",
-    "ResolvedGraph", "ResolvedNode", "TOPICS", "check_params_file", "config_dir", "parse_launch_args",
+    "Condition", "DDS_ENV_DEFAULTS", "DDS_PROFILE_FILE", "GRAPHS", "Graph", "Implication", "InlineParam", "LaunchArg", "NodeSpec",
+    "ResolvedGraph", "ResolvedNode", "TOPICS", "check_params_file", "config_dir", "dds_environment",
+    "parse_launch_args",
     "register_graph", "resolve", "with_fixed_arg",
 ]

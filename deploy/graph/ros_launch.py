@@ -7,7 +7,7 @@ same `ResolvedNode`s, so a launch file and `deploy launch` cannot drift apart.
 from __future__ import annotations
 
 from deploy.errors import ConfigError
-from deploy.graph.description import DDS_ENV_DEFAULTS, GRAPHS, ResolvedNode, resolve
+from deploy.graph.description import GRAPHS, ResolvedNode, dds_environment, resolve
 
 
 def declare_arguments(graph_name: str) -> list:
@@ -24,7 +24,7 @@ def declare_arguments(graph_name: str) -> list:
         if arg.choices is not None:
             kwargs["choices"] = list(arg.choices)
         actions.append(DeclareLaunchArgument(arg.name, **kwargs))
-    for name, value in DDS_ENV_DEFAULTS.items():  # keep the caller's value when set
+    for name, value in dds_environment().items():  # keep the caller's value when set
         actions.append(SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=value)))
     return actions
 

@@ -20,10 +20,9 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from deploy.errors import ConfigError
-from deploy.graph.description import DDS_ENV_DEFAULTS, ResolvedGraph, ResolvedNode
+from deploy.graph.description import ResolvedGraph, ResolvedNode, dds_environment
 
 RUNNER_ENV = {  # forced for every child of the runner (the runner is for machines without a ROS 2 distro)
-    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
     "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     "PYTHONUNBUFFERED": "1",
 }
@@ -54,15 +53,15 @@ def node_command(node: ResolvedNode, python: str = sys.executable) -> list[str]:
 
 
 def child_environment(base: Mapping[str, str], domain_id: int | None = None) -> dict[str, str]:
-    """The caller's environment plus localhost discovery, Fast DDS, unbuffered output and the DDS defaults."""
+    """The caller's environment plus Fast DDS, unbuffered output and the package's DDS transport, forced: the
+    profile and the discovery range keep every packet on this host only together."""
     env = dict(base)
     env.update(RUNNER_ENV)
+    env.update(dds_environment())
     if domain_id is not None:
         if not 0 <= domain_id <= 232:
             raise ConfigError(f"--domain-id {domain_id} is out of range (0..232)")
         env["ROS_DOMAIN_ID"] = str(domain_id)
-    for name, value in DDS_ENV_DEFAULTS.items():
-        env.setdefault(name, value)
     return env
 
 
@@ -179,9 +178,9 @@ class GraphRunner:
                 child.reported = True
                 for reader in child.readers:
                     reader.join(timeout=1.0)
-                if child.node.required:
+                if child.node.required:  # a clean exit ends the graph's work (e.g. all episodes run): code 0
                     self._report_required_exit(child, returncode)
-                    return 1
+                    return 0 if returncode == 0 else 1
                 self.say(f"deploy: node '{child.node.name}' exited with code {returncode}")
             if all(c.reported for c in self.children):
                 self.say("deploy: every node exited")

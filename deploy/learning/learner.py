@@ -27,6 +27,7 @@ from torch import nn
 
 from deploy.data.episodes import list_episodes, read_episode
 from deploy.errors import ConfigError
+from deploy.files import write_atomic
 from deploy.learning.episodes import chunk_labels
 from deploy.policies.checkpoint import load_checkpoint
 from deploy.policies.learned import LearnedPolicy, batch_from_observations
@@ -278,9 +279,7 @@ class Learner:
         state = {"steps": self.steps, "version": self.version, "seen": self.seen, "demo_roots": self.demo_roots,
                  "losses": self.last_losses,
                  "checkpoint": str(self.checkpoint), "config": dataclasses.asdict(self.config)}
-        tmp = self.workdir / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.workdir / STATE_FILE)
+        write_atomic(self.workdir / STATE_FILE, json.dumps(state, indent=1))
 
     def _resume(self) -> None:
         try:
@@ -318,9 +317,7 @@ def _load_optimizer_tensors(optim: torch.optim.Optimizer, tensors: dict[str, tor
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(safetensors.torch.save({k: v.detach().contiguous().clone() for k, v in tensors.items()}))
-    os.replace(tmp, path)
+    write_atomic(path, safetensors.torch.save({k: v.detach().contiguous().clone() for k, v in tensors.items()}))
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

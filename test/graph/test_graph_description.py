@@ -22,7 +22,7 @@ def names(graph):
 def test_defaults_give_the_sim_graph_in_start_order():
     graph = resolve("real_robot", {})
     assert graph.args == {"robot": "sim", "policy": "", "cameras": "wrist,front", "use_sim_time": "false",
-                          "sim_mode": "realtime", "seed": "0"}
+                          "sim_mode": "realtime", "seed": "0", "record": "false", "bag": ""}
     assert names(graph) == ["sim", "controller", "camera_wrist", "camera_front", "proprioception", "policy",
                             "intervention"]
     assert [n.name for n in graph.nodes if n.required] == ["sim", "controller"]
@@ -93,7 +93,7 @@ def test_executables_match_the_console_scripts_in_setup_py():
 
 @pytest.mark.parametrize("args, message", [
     ({"foo": "1"}, "unknown launch argument 'foo' for graph 'real_robot' "
-                   "(known: robot, policy, cameras, use_sim_time, sim_mode, seed)"),
+                   "(known: robot, policy, cameras, use_sim_time, sim_mode, seed, record, bag)"),
     ({"robot": "kuka"}, "unknown robot 'kuka' (choose sim|franka|ur|external)"),
     ({"use_sim_time": "yes"}, "unknown use_sim_time 'yes' (choose true|false)"),
     ({"sim_mode": "fast"}, "unknown sim_mode 'fast' (choose realtime|lockstep)"),
@@ -193,7 +193,8 @@ def test_graph_modules_import_neither_rclpy_nor_launch():
 def test_cli_dry_run_prints_the_commands(capsys):
     assert cli.main(["launch", "sim", "cameras:=wrist", "--dry-run", "--domain-id", "9"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "ROS_DOMAIN_ID=9" in out[0] and "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST" in out[0]
+    assert "ROS_DOMAIN_ID=9" in out[0] and "ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT" in out[0]
+    assert "FASTDDS_DEFAULT_PROFILES_FILE=" in out[0] and "fastdds_localhost.xml" in out[0]
     assert out[1].startswith("required ") and "-m deploy.nodes.sim_node --ros-args -r __node:=sim" in out[1]
     assert len(out) == 1 + 6
 

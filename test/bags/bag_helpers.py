@@ -1,0 +1,92 @@
+"""Bags written directly with `rosbags` (not by our recorder): generated camera images and joint states, as a
+user's own tooling or another stack would write them; and tiny random checkpoints reading those topics."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from safetensors.numpy import load_file, save_file
+
+from deploy.policies.runtime import write_random_checkpoint
+
+STORE = get_typestore(Stores.ROS2_KILTED)
+TINY = dict(d_model=32, n_heads=2, dim_feedforward=64, n_encoder_layers=1, n_decoder_layers=1,
+            n_vae_encoder_layers=1, vision_channels=(8, 8, 16), n_keypoints=8)
+ARM = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+
+
+def tool_down(checkpoint: Path) -> Path:
+    """A random ACT's quaternions are raw network outputs (the normaliser leaves them unscaled), i.e. random
+    orientations the safety layer rightly refuses; pin them near tool-down, as a trained policy's would be."""
+    weights = checkpoint / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["normalizer.action.mean"][3:7] = [1.0, 0.0, 0.0, 0.0]
+    tensors["normalizer.action.std"][3:7] = 0.02
+    save_file(tensors, weights)
+    return checkpoint
+
+
+def joints_checkpoint(path: Path, seed: int = 0) -> Path:
+    """Random ACT (tool down) reading the front camera and /proprio/joint_states (joints + gripper width)."""
+    return tool_down(write_random_checkpoint(path, "act", image_keys=("front",), image_size_hw=(32, 32),
+                                             state_keys=("joint_positions", "gripper_width"), seed=seed, **TINY))
+
+
+def perturbed(checkpoint: Path, path: Path, scale: float = 0.3, seed: int = 1) -> Path:
+    """A copy whose network weights (not its normaliser) carry noise of `scale` times each tensor's spread."""
+    shutil.copytree(checkpoint, path)
+    rng = np.random.default_rng(seed)
+    tensors = load_file(path / "model.safetensors")
+    for name, tensor in tensors.items():
+        if not name.startswith("normalizer.") and tensor.dtype.kind == "f" and tensor.size > 1:
+            tensor += (scale * tensor.std() * rng.standard_normal(tensor.shape)).astype(tensor.dtype)
+    save_file(tensors, path / "model.safetensors")
+    return path
+
+
+def _stamp(t_ns: int):
+    Time = STORE.types["builtin_interfaces/msg/Time"]
+    return STORE.types["std_msgs/msg/Header"](stamp=Time(sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id="base")
+
+
+def image(t_ns: int, size: int = 48):
+    """A moving gradient, different in every frame."""
+    phase = (t_ns // 1_000_000) % 256
+    row = (np.arange(size, dtype=np.uint16) * 4 + phase) % 256
+    pixels = np.stack([np.tile(row, (size, 1)), np.tile(row[:, None], (1, size)), np.full((size, size), 90)], -1)
+    return STORE.types["sensor_msgs/msg/Image"](header=_stamp(t_ns), height=size, width=size, encoding="rgb8",
+                                                is_bigendian=0, step=3 * size,
+                                                data=pixels.astype(np.uint8).reshape(-1))
+
+
+def joint_state(t_ns: int):
+    q = np.array(ARM) + 0.05 * np.sin(t_ns * 1e-9 + np.arange(7))
+    return STORE.types["sensor_msgs/msg/JointState"](
+        header=_stamp(t_ns), name=[f"joint{i}" for i in range(1, 8)] + ["gripper"],
+        position=np.append(q, 0.04), velocity=np.zeros(8), effort=np.zeros(8))
+
+
+def write_bag(path: Path, seconds: float = 3.0, camera_hz: float = 30.0, joint_hz: float = 100.0,
+              start_ns: int = 1_700_000_000 * 10**9, joint_type: str = "sensor_msgs/msg/JointState",
+              topics: tuple[str, ...] = ("/cameras/front/image_raw", "/proprio/joint_states")) -> Path:
+    """Images and joint states stamped at their (log) time, as a third-party tool writes them."""
+    events = []
+    if "/cameras/front/image_raw" in topics:
+        events += [(start_ns + round(i * 1e9 / camera_hz), "/cameras/front/image_raw")
+                   for i in range(int(seconds * camera_hz))]
+    if "/proprio/joint_states" in topics:
+        events += [(start_ns + round(i * 1e9 / joint_hz), "/proprio/joint_states")
+                   for i in range(int(seconds * joint_hz))]
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        types = {"/cameras/front/image_raw": "sensor_msgs/msg/Image", "/proprio/joint_states": joint_type}
+        conns = {topic: writer.add_connection(topic, types[topic], typestore=STORE) for topic in topics}
+        for t_ns, topic in sorted(events):
+            if topic == "/cameras/front/image_raw":
+                msg, msgtype = image(t_ns), "sensor_msgs/msg/Image"
+            elif joint_type == "sensor_msgs/msg/JointState":
+                msg, msgtype = joint_state(t_ns), joint_type
+            else:
+                msg, msgtype = STORE.types[joint_type](data="not joints"), joint_type
+            writer.write(conns[topic], t_ns, STORE.serialize_cdr(msg, msgtype))
+    return path

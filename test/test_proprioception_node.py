@@ -1,0 +1,135 @@
+"""The proprioception node on the real sim graph (`deploy launch robot`: sim, controller, proprioception; no
+policy): while the arm moves, every published TCP pose equals the sim's own TCP site pose for the published
+joint configuration (MuJoCo on the sim's scene, not the node's model code), the twist equals J(q) dq, the
+gripper width follows the gripper, and joint states come at the configured rate in their own stamps.
+
+The graph runs in lockstep (sim time): the sim steps only when the controller answered, so the samples the
+node decimates exist at 250 Hz of sim time however loaded this machine is, and the rate measured from the
+stamps is the node's alone. (In real time a starved 1 kHz controller publishes fewer samples than that.)
+"""
+import time
+
+import mujoco
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from deploy.control.chunks import CARTESIAN, Chunk
+from deploy.nodes.conversions import chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
+from deploy.sim import scene
+from harness import Probe, wait_until
+
+RATE_HZ = 100.0  # config/proprioception.yaml
+WINDOW_S = 6.0  # sim time judged
+DOWN = np.array([1.0, 0.0, 0.0, 0.0])  # TCP pointing down, xyzw
+HOME_TCP = np.array([0.307, 0.0, 0.441])
+# Best effort like the node's publishers, with a deep queue so a busy test process takes every message late
+# rather than losing it: the rate is judged from what the node published.
+EVERY_MESSAGE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+
+
+class SceneKinematics:
+    """The sim's own scene model, evaluated with MuJoCo directly: TCP site pose and site Jacobian."""
+
+    def __init__(self):
+        self.model = scene.build_scene()
+        self.data = mujoco.MjData(self.model)
+        joints = [self.model.joint(name) for name in scene.ARM_JOINTS]
+        self.qpos_idx = [self.model.jnt_qposadr[j.id] for j in joints]
+        self.dof_idx = [self.model.jnt_dofadr[j.id] for j in joints]
+        self.site = self.model.site(scene.TCP_SITE).id
+
+    def site_pose(self, q_rad):
+        self.data.qpos[self.qpos_idx] = q_rad
+        mujoco.mj_kinematics(self.model, self.data)
+        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
+
+    def site_twist(self, q_rad, dq_rad_s):
+        self.site_pose(q_rad)
+        mujoco.mj_comPos(self.model, self.data)
+        jac_pos, jac_rot = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
+        mujoco.mj_jacSite(self.model, self.data, jac_pos, jac_rot, self.site)
+        return np.concatenate([jac_pos[:, self.dof_idx] @ dq_rad_s, jac_rot[:, self.dof_idx] @ dq_rad_s])
+
+
+def stamp_key(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def send_target(probe, publisher, position, gripper_width_m):
+    """A chunk holding one TCP target for 0.8 s, stamped with the graph's now (what a policy would send)."""
+    stamp_s = probe.node.get_clock().now().nanoseconds * 1e-9
+    actions = np.tile(np.concatenate([position, DOWN, [gripper_width_m]]), (16, 1))
+    publisher.publish(chunk_to_msg(Chunk(stamp_s, 0.05 * np.arange(1, 17), actions), CARTESIAN))
+
+
+@pytest.fixture
+def moving_robot(launch_graph, domain_id):
+    """The robot graph in lockstep with the arm swinging between two targets and the gripper closing, for
+    WINDOW_S of sim time."""
+    probe = Probe(domain_id, use_sim_time=True)  # chunks are stamped with the graph's (sim) time
+    seen = {"joints": probe.collect(JointState, "/proprio/joint_states", EVERY_MESSAGE),
+            "pose": probe.collect(PoseStamped, "/proprio/ee_pose", EVERY_MESSAGE),
+            "twist": probe.collect(TwistStamped, "/proprio/ee_twist", EVERY_MESSAGE)}
+    chunks = probe.node.create_publisher(MultiDOFJointTrajectory, "/controller/chunk", 10)
+    graph = launch_graph("robot", "cameras:=", "sim_mode:=lockstep")
+    try:
+        assert wait_until(lambda: all(len(v) > 20 for v in seen.values()), timeout_s=90), graph.output[-3000:]
+        start_s = newest_stamp_s(seen["joints"])
+        targets = [HOME_TCP + [0.08, 0.06, -0.06], HOME_TCP + [0.0, -0.06, 0.0]]
+        deadline = time.monotonic() + 200.0  # lockstep runs well below real time on a loaded machine
+        while (elapsed_s := newest_stamp_s(seen["joints"]) - start_s) < WINDOW_S + 0.2:
+            assert time.monotonic() < deadline, f"{elapsed_s:.2f} s of sim time\n{graph.output[-3000:]}"
+            target = targets[int(elapsed_s / 1.2) % 2]  # a new target every 1.2 s, gripper closing after 1 s
+            send_target(probe, chunks, target, 0.085 if elapsed_s < 1.0 else 0.0)
+            time.sleep(0.05)
+        yield {key: [m for _, m in received if start_s <= time_from_msg(m.header.stamp) <= start_s + WINDOW_S]
+               for key, received in seen.items()}
+        assert graph.interrupt() == 0, graph.output[-3000:]
+    finally:
+        probe.close()
+
+
+def newest_stamp_s(received) -> float:
+    return max(time_from_msg(m.header.stamp) for _, m in received[-50:])
+
+
+def test_pose_twist_gripper_and_rate_match_the_sim(moving_robot):
+    joints, poses, twists = moving_robot["joints"], moving_robot["pose"], moving_robot["twist"]
+    kinematics = SceneKinematics()
+    by_stamp = {stamp_key(m): m for m in joints}
+    assert {stamp_key(m) for m in poses} <= set(by_stamp) and {stamp_key(m) for m in twists} <= set(by_stamp), \
+        "pose/twist stamps must be the stamps of published joint states"
+
+    travelled_m = 0.0
+    for pose in poses:
+        _, q, _, _, _ = joint_state_from_msg(by_stamp[stamp_key(pose)])
+        _, position, quat = pose_from_msg(pose)
+        site_position, site_rotation = kinematics.site_pose(q)
+        np.testing.assert_allclose(position, site_position, rtol=0, atol=1e-6)
+        angle_rad = (Rotation.from_quat(quat) * Rotation.from_matrix(site_rotation).inv()).magnitude()
+        assert angle_rad < 1e-6, angle_rad
+        travelled_m = max(travelled_m, np.linalg.norm(position - HOME_TCP))
+    assert travelled_m > 0.05, "the arm must move for the comparison to cover more than one configuration"
+
+    fastest_m_s = 0.0
+    for twist in twists:
+        _, q, dq, _, _ = joint_state_from_msg(by_stamp[stamp_key(twist)])
+        linear, angular = twist.twist.linear, twist.twist.angular
+        published = np.array([linear.x, linear.y, linear.z, angular.x, angular.y, angular.z])
+        np.testing.assert_allclose(published, kinematics.site_twist(q, dq), rtol=0, atol=1e-6)
+        fastest_m_s = max(fastest_m_s, np.linalg.norm(published[:3]))
+    assert fastest_m_s > 0.05, "twist compared only at rest"
+
+    widths = np.array([joint_state_from_msg(m)[4] for m in joints])
+    assert widths[0] > 0.08 and widths[-1] < 0.02, (widths[0], widths[-1])  # open at first, then closed
+
+    stamps_s = np.array(sorted(time_from_msg(m.header.stamp) for m in joints))
+    span_s = stamps_s[-1] - stamps_s[0]
+    assert span_s >= WINDOW_S - 0.1, span_s
+    rate_hz = (len(stamps_s) - 1) / span_s
+    assert rate_hz == pytest.approx(RATE_HZ, rel=0.05), (rate_hz, np.diff(stamps_s).max())
