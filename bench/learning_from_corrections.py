@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +30,13 @@ from deploy.policies.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
 def deploy(*args: str, log: Path) -> None:
     with open(log, "w") as out:
-        code = subprocess.call([sys.executable, "-m", "deploy.cli", *args], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", *args], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # let the graph stop its nodes (a killed runner would orphan them)
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
     if code != 0:
         sys.exit(f"bench: `deploy {' '.join(args)}` failed with exit code {code}; see {log}")
 

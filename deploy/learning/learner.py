@@ -45,7 +45,8 @@ class LearnerConfig:
     discount: float = 0.9  # per chunk (H dt of time)
     target_tau: float = 0.01
     bc_weight: float = 1.0  # L1 pull towards human chunks, relative to the normalised Q term
-    q_weight: float = 0.5
+    q_weight: float = 0.1  # the Q term only refines: early critics are noise and must not drag the actor away
+    critic_warmup_steps: int = 500  # actor updates are BC-only until the critic has seen this many updates
     intervention_penalty: float = 0.5
     critic_hidden: int = 256
     actor_delay: int = 2  # critic updates per actor update (TD3)
@@ -245,7 +246,8 @@ class Learner:
             scale = q_pi.abs().mean().detach().clamp(min=1e-3)
             human = batch["human"]
             bc = (F.l1_loss(predicted[human], chunk[human]) if human.any() else torch.zeros(()))
-            actor_loss = -cfg.q_weight * q_pi.mean() / scale + cfg.bc_weight * bc
+            q_weight = cfg.q_weight if self.steps >= cfg.critic_warmup_steps else 0.0
+            actor_loss = -q_weight * q_pi.mean() / scale + cfg.bc_weight * bc
             self.actor_optim.zero_grad(set_to_none=True)
             actor_loss.backward()
             torch.nn.utils.clip_grad_norm_(self.actor.parameters(), 10.0)
