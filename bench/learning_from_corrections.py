@@ -70,18 +70,24 @@ def main() -> int:
     parser.add_argument("--publish-period", type=float, default=20.0)
     parser.add_argument("--output", default="runs/bench_learning")
     parser.add_argument("--domain-id", type=int, default=91)
+    parser.add_argument("--reuse-session", action="store_true",
+                        help="keep OUTPUT's session and only redo the baseline and the evaluations")
     ns = parser.parse_args()
     out = Path(ns.output)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     start = out / "start"
-    shutil.copytree(ns.weak, start)
     started = time.monotonic()
-    deploy("launch", "teleop_session", f"policy:={start.resolve()}", f"demos:={ns.demos}", f"session:={out / 'rl'}",
-           f"episodes:={ns.episodes}", f"publish_period:={ns.publish_period}", "--domain-id", str(ns.domain_id),
-           log=out / "session.log")
-    session_minutes = (time.monotonic() - started) / 60
+    if not ns.reuse_session:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        shutil.copytree(ns.weak, start)
+        deploy("launch", "teleop_session", f"policy:={start.resolve()}", f"demos:={ns.demos}",
+               f"session:={out / 'rl'}", f"episodes:={ns.episodes}", f"publish_period:={ns.publish_period}",
+               "--domain-id", str(ns.domain_id), log=out / "session.log")
+        (out / "session_minutes.txt").write_text(f"{(time.monotonic() - started) / 60:.2f}\n")
+    session_minutes = float((out / "session_minutes.txt").read_text())
+    for folder in ("learned", "dagger"):
+        shutil.rmtree(out / folder, ignore_errors=True)
     rows = blocks(out / "rl" / "episodes", ns.block)
 
     learned = out / "learned"  # the weak checkpoint's config with the learner's last weights

@@ -1,5 +1,7 @@
-"""Impedance-controller node: runs the 1 kHz control loop (deploy.control.loop) in its own thread, paced by
-the robot's samples, and translates chunks, services, parameters and diagnostics to and from ROS."""
+"""Impedance-controller node: runs the control loop (deploy.control.loop) at the robot's rate, by default in
+its own thread paced by the robot's samples, and translates chunks, services, parameters and diagnostics to
+and from ROS. A backend reached over ROS topics (`Robot.topic_bridge`: the external compliant controller) gets
+its publishers and joint-state subscription from here; the node never asks which backend runs."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,23 +10,26 @@ import threading
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from deploy.control.chunks import CARTESIAN, JOINT, ChunkError, ChunkExecutorConfig
 from deploy.control.impedance import CartesianImpedanceConfig, JointImpedanceConfig
-from deploy.control.loop import ControlLoop, request_realtime_priority
+from deploy.control.loop import ControlLoop, TickRecord, request_realtime_priority
 from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, connect_with_retry, declare_config, declare_prefixed, run_node
-from deploy.nodes.conversions import (chunk_from_msg, joint_state_to_msg, labelled_array_to_msg, pose_to_msg,
-                                      time_to_msg)
+from deploy.nodes.conversions import (chunk_from_msg, gripper_width_to_msg, joint_state_from_msg, joint_state_to_msg,
+                                      labelled_array_to_msg, pose_to_msg, time_to_msg)
+from deploy.robots.base import RobotState
 from deploy.robots.registry import make_robot
 
 SPACES = {"cartesian": CARTESIAN, "joint": JOINT}
+LOOP_RUNNERS = ("thread", "timer")
 
 
 @dataclasses.dataclass
@@ -35,10 +40,17 @@ class ControllerNodeConfig:
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
     realtime_priority: int = 0  # SCHED_FIFO priority of the control thread (0 = normal scheduling; on 2 loaded
     # cores FIFO starved the DDS threads: /robot/joint_states fell from >100 to 20 Hz. Use it with spare cores.)
+    loop_runner: str = "thread"  # "thread": own thread paced by the robot's samples; "timer": an executor timer
+    # at the robot's period (measured worse in the whole graph: bench/graph_loop.py --runner, README)
+    connect_timeout_s: float = 60.0  # keep retrying the robot this long at start-up, then fail naming it [s]
 
     def __post_init__(self):
         if self.action_space not in SPACES:
             raise ConfigError(f"action_space '{self.action_space}' (choose {'|'.join(SPACES)})")
+        if self.loop_runner not in LOOP_RUNNERS:
+            raise ConfigError(f"loop_runner '{self.loop_runner}' (choose {'|'.join(LOOP_RUNNERS)})")
+        if not 0.0 < self.connect_timeout_s <= 600.0:
+            raise ConfigError(f"connect_timeout_s {self.connect_timeout_s} outside (0, 600]")
         for name in ("state_publish_rate_hz", "reference_publish_rate_hz"):
             if not 1.0 <= getattr(self, name) <= 1000.0:
                 raise ConfigError(f"{name} {getattr(self, name)} outside [1, 1000]")
@@ -55,7 +67,9 @@ class ControllerNode(Node):
         self.robot = make_robot(self.config.robot, **declare_prefixed(self, "robot_params."))
         self.loop = ControlLoop(self.robot, executor_config, impedance_config, safety_config,
                                 space=SPACES[self.config.action_space], joint_impedance_config=joint_impedance_config)
-        connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'")
+        if self.robot.topic_bridge is not None:
+            self.bridge_robot_topics()
+        self.connect_robot()
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
         self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)
@@ -70,40 +84,94 @@ class ControllerNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.create_timer(1.0, self.publish_diagnostics)
 
+        ticks_per_s = 1.0 / self.loop.period_s
+        self._state_every = max(1, round(ticks_per_s / self.config.state_publish_rate_hz))
+        self._reference_every = max(1, round(ticks_per_s / self.config.reference_publish_rate_hz))
         self._running = True
-        self._thread = threading.Thread(target=self.control_thread, name="control_loop", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if self.config.loop_runner == "thread":
+            self._thread = threading.Thread(target=self.control_thread, name="control_loop", daemon=True)
+            self._thread.start()
+        else:
+            self.create_timer(self.loop.period_s, self.on_control_timer)
 
-    # --- the loop thread -------------------------------------------------------------------------------
+    # --- robot I/O -----------------------------------------------------------------------------------------
+    def bridge_robot_topics(self):
+        """Publishers and the joint-state subscription for a backend reached over ROS topics."""
+        bridge = self.robot.topic_bridge
+        pose_pub = self.create_publisher(PoseStamped, bridge.pose_target_topic, COMMAND_QOS)
+        gripper_pub = self.create_publisher(Float64, bridge.gripper_topic, COMMAND_QOS) if bridge.gripper_topic else None
+        self.robot.attach_publishers(
+            lambda position_m, quat_xyzw, stamp_s: pose_pub.publish(pose_to_msg(position_m, quat_xyzw, stamp_s)),
+            lambda width_m: gripper_pub.publish(gripper_width_to_msg(width_m)) if gripper_pub else None)
+        self.create_subscription(JointState, bridge.joint_state_topic, self.on_robot_joint_state, SENSOR_QOS)
+
+    def on_robot_joint_state(self, msg: JointState):
+        bridge = self.robot.topic_bridge
+        try:
+            stamp_s, q_rad, dq_rad_s, tau_nm, gripper_m = joint_state_from_msg(msg, bridge.joint_names,
+                                                                                bridge.gripper_joint)
+        except ValueError as error:
+            self.get_logger().error(f"{bridge.joint_state_topic}: {error}", throttle_duration_sec=5.0)
+            return
+        if stamp_s == 0.0:  # an unstamped state describes the moment it arrived
+            stamp_s = self.get_clock().now().nanoseconds * 1e-9
+        self.robot.feed_state(RobotState(stamp_s, q_rad, dq_rad_s, tau_nm, gripper_m))
+
+    def connect_robot(self):
+        """Connect with this node's callbacks running, so a backend fed by a subscription sees its first state."""
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self)
+        connected = threading.Event()
+
+        def spin():
+            while not connected.is_set():
+                executor.spin_once(timeout_sec=0.05)
+
+        spinner = threading.Thread(target=spin, name="connect_spinner", daemon=True)
+        spinner.start()
+        try:
+            connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'", self.config.connect_timeout_s)
+        finally:
+            connected.set()
+            spinner.join()
+            executor.remove_node(self)
+            executor.shutdown()
+
+    # --- the loop --------------------------------------------------------------------------------------------
     def control_thread(self):
         self.get_logger().info(f"control loop: {request_realtime_priority(self.config.realtime_priority)}")
-        state_every = max(1, round(1000.0 / self.config.state_publish_rate_hz))
-        reference_every = max(1, round(1000.0 / self.config.reference_publish_rate_hz))
         while self._running:
             record = self.loop.tick()
-            if record is None:
-                continue
-            ticks = self.loop.stats.ticks
-            state = record.state
-            if ticks % state_every == 0:
-                self.state_pub.publish(joint_state_to_msg(state.stamp_s, state.q_rad, state.dq_rad_s,
-                                                          state.tau_measured_nm, state.gripper_width_m))
-            if ticks % reference_every == 0:
-                self.reference_pub.publish(pose_to_msg(record.reference_position_m, record.reference_quat_xyzw,
-                                                       state.stamp_s))
-                status = self.loop.chunk_status(state.stamp_s)
-                self.status_pub.publish(labelled_array_to_msg({
-                    "lag_s": status.lag_s, "committed_steps": status.committed_steps,
-                    "steps_remaining": status.steps_remaining, "exhausted": float(status.exhausted),
-                    "stiffness_scale": record.stiffness_scale}))
+            if record is not None:
+                self.publish_tick(record)
+
+    def on_control_timer(self):
+        record = self.loop.tick(wait_timeout_s=0.0)
+        if record is not None:
+            self.publish_tick(record)
+
+    def publish_tick(self, record: TickRecord):
+        ticks = self.loop.stats.ticks
+        state = record.state
+        if ticks % self._state_every == 0:
+            self.state_pub.publish(joint_state_to_msg(state.stamp_s, state.q_rad, state.dq_rad_s,
+                                                      state.tau_measured_nm, state.gripper_width_m))
+        if ticks % self._reference_every == 0:
+            self.reference_pub.publish(pose_to_msg(record.reference_position_m, record.reference_quat_xyzw,
+                                                   state.stamp_s))
+            status = self.loop.chunk_status(state.stamp_s)
+            self.status_pub.publish(labelled_array_to_msg({
+                "lag_s": status.lag_s, "committed_steps": status.committed_steps,
+                "steps_remaining": status.steps_remaining, "exhausted": float(status.exhausted),
+                "stiffness_scale": record.stiffness_scale}))
 
     # --- callbacks ---------------------------------------------------------------------------------------
     def on_chunk(self, msg: MultiDOFJointTrajectory | JointTrajectory):
         try:
             chunk, space = chunk_from_msg(msg)
         except (ChunkError, IndexError, ValueError) as error:
-            self.loop.rejected_chunks += 1
-            self.loop.last_rejection = str(error)
+            self.loop.reject(str(error))
             return
         self.loop.offer_chunk(chunk, space)
 
@@ -154,7 +222,8 @@ class ControllerNode(Node):
                   "stiffness_scale": f"{tick.stiffness_scale:.2f}" if tick else "n/a",
                   "last_trip": self.loop.safety.last_trip_reason or "",
                   **{f"trips.{k}": str(v) for k, v in trips.items()},
-                  "trips.bad_chunk": str(self.loop.rejected_chunks)}
+                  "trips.bad_chunk": str(self.loop.rejected_chunks),
+                  "trips.ik_unreachable": str(self.loop.ik_unreachable)}
         level = DiagnosticStatus.OK if not self.loop.safety.last_trip_reason else DiagnosticStatus.WARN
         diag = DiagnosticStatus(level=level, name="controller: loop", hardware_id=self.config.robot,
                                 message=self.loop.safety.last_trip_reason or "ok",
@@ -165,7 +234,8 @@ class ControllerNode(Node):
 
     def close(self):
         self._running = False
-        self._thread.join(timeout=2.0)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
         self.robot.stop()
 
 

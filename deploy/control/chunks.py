@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 
 import numpy as np
 
@@ -147,22 +148,44 @@ class _LiveChunk:
         return float(self.interp.times_s[-1])
 
 
+@dataclasses.dataclass(frozen=True)
+class Splice:
+    """A chunk spliced into the plan executing as of `generation`, ready to take over at `splice_s`.
+
+    Built by `ChunkExecutor.prepare` off the control thread (it costs milliseconds); `commit` swaps it in.
+    """
+
+    chunk: Chunk
+    splice_s: float  # the plan fades from the executing one from here on; points before it were dropped [s]
+    generation: int  # the executor state it was built on: it only fits while that state is executing
+    plan: DensePlan | None  # None: every point was already late, nothing of it may run
+    live: tuple[_LiveChunk, ...]  # chunks the temporal ensemble still covers after the splice
+    committed_steps: int
+    points_late: int
+
+
 class ChunkExecutor:
     """Turns a stream of chunks into a reference sampled at 1 kHz; never waits, never reads a clock.
 
-    `sample` is a bisect and a lerp on a plan precomputed at submit. Measured on this machine (2-core Debian,
-    Python 3.11, bench/chunk_smoothness.py): median 2.4 µs per call for JOINT, 5.0 µs for CARTESIAN (p99 < 7 µs);
-    `submit` of a 0.5 s, 25-point chunk costs 1–1.6 ms (JOINT) and 3–6 ms (CARTESIAN).
+    `sample` is a bisect and a lerp on a plan precomputed when a chunk is spliced. Measured on this machine
+    (2-core Debian, Python 3.11, bench/chunk_smoothness.py): median 2.4 µs per call for JOINT, 5.0 µs for
+    CARTESIAN (p99 < 7 µs); splicing a 0.5 s, 25-point chunk costs 1–1.6 ms (JOINT) and 3–6 ms (CARTESIAN),
+    so a control loop `prepare`s it in another thread and only `commit`s (swaps references) in its tick.
+    `submit` = both at once. `prepare` may run concurrently with `sample` / `commit`; the rest is one thread's.
     """
 
     def __init__(self, config: ChunkExecutorConfig, space: ActionSpace):
         self.config, self.space = config, space
+        self._lock = threading.Lock()  # guards the (generation, plan, live) snapshot `prepare` reads
+        self._generation = 0
         self.reset()
 
     def reset(self, reference: np.ndarray | None = None) -> None:
         """Forget every chunk and counter; hold `reference` if given, else sample() returns None."""
-        self._plan: DensePlan | None = None
-        self._live: list[_LiveChunk] = []
+        with self._lock:
+            self._generation += 1
+            self._plan: DensePlan | None = None
+            self._live: tuple[_LiveChunk, ...] = ()
         self._lag_s, self._committed, self._weight_version = math.nan, 0, ""
         self._chunks_received = self._points_dropped_late = 0
         if reference is not None:
@@ -173,41 +196,80 @@ class ChunkExecutor:
         value = self.space.check(np.atleast_2d(np.asarray(reference, dtype=float)), "hold reference")[0]
         if not np.isfinite(value).all():
             raise ChunkError("hold reference: non-finite value")
-        self._plan = DensePlan.constant(value, self.space.quat)
-        self._live, self._committed = [], 0
+        with self._lock:
+            self._generation += 1
+            self._plan = DensePlan.constant(value, self.space.quat)
+            self._live = ()
+        self._committed = 0
+
+    @property
+    def generation(self) -> int:
+        """Increments whenever the executing plan changes: a Splice built on an older one no longer fits."""
+        return self._generation
 
     def submit(self, chunk: Chunk, now_s: float) -> None:
         """Splice `chunk` into the executing plan at now_s; raises ChunkError if it does not fit the space."""
-        actions = self.space.check(chunk.actions)  # (H, A)
-        self._chunks_received += 1
-        abs_times_s = chunk.stamp_s + chunk.times_s  # (H,)
-        live = abs_times_s >= now_s
-        self._points_dropped_late += int((~live).sum())
-        if not live.any():
-            return  # entirely late: nothing of it may run
-        new = Interpolant(abs_times_s[live], actions[live], self.config.interpolation, self.space.quat)
-        knot_times_s, knot_values, committed = self._splice(new, chunk.stamp_s, now_s)
-        self._plan = build_plan(
-            knot_times_s, knot_values, now_s, self.config.interpolation, self.space.quat,
-            self.config.plan_dt_s, self._plan, self.config.continuity_blend_s,
-        )
-        self._lag_s, self._committed, self._weight_version = now_s - chunk.stamp_s, committed, chunk.weight_version
+        self.commit(self.prepare(chunk, now_s), now_s)
 
-    def _splice(self, new: Interpolant, stamp_s: float, now_s: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """Knot times (K,), values (K, A) of the next plan and the number of committed points."""
-        cfg, old = self.config, self._plan
+    def prepare(self, chunk: Chunk, splice_s: float) -> Splice:
+        """Splice `chunk` into the plan executing now, taking over at `splice_s` (>= the time it is committed).
+
+        Reads a snapshot, changes nothing: safe to call from a thread other than the one sampling.
+        Raises ChunkError if the chunk does not fit the space.
+        """
+        actions = self.space.check(chunk.actions)  # (H, A)
+        with self._lock:
+            generation, old, live_chunks = self._generation, self._plan, self._live
+        abs_times_s = chunk.stamp_s + chunk.times_s  # (H,)
+        live = abs_times_s >= splice_s
+        points_late = int((~live).sum())
+        if not live.any():  # entirely late: nothing of it may run
+            return Splice(chunk, splice_s, generation, None, live_chunks, 0, points_late)
+        new = Interpolant(abs_times_s[live], actions[live], self.config.interpolation, self.space.quat)
+        knot_times_s, knot_values, committed, live_chunks = self._splice(new, chunk.stamp_s, splice_s, old,
+                                                                          live_chunks)
+        plan = build_plan(
+            knot_times_s, knot_values, splice_s, self.config.interpolation, self.space.quat,
+            self.config.plan_dt_s, old, self.config.continuity_blend_s,
+        )
+        return Splice(chunk, splice_s, generation, plan, live_chunks, committed, points_late)
+
+    def commit(self, splice: Splice, now_s: float) -> bool:
+        """Swap in a prepared splice; False (nothing changed) if it was built on a plan no longer executing.
+
+        The caller commits at the first tick with now_s >= splice.splice_s; the later, the larger the step
+        into the fade (smoothstep5: 1e-4 of the old/new gap 1 ms into a 50 ms fade, 1e-3 after 2.3 ms).
+        """
+        with self._lock:
+            if splice.generation != self._generation:
+                return False
+            self._chunks_received += 1
+            self._points_dropped_late += splice.points_late
+            if splice.plan is None:
+                return True
+            self._generation += 1
+            self._plan, self._live = splice.plan, splice.live
+        chunk = splice.chunk
+        self._lag_s, self._committed, self._weight_version = (splice.splice_s - chunk.stamp_s,
+                                                              splice.committed_steps, chunk.weight_version)
+        return True
+
+    def _splice(self, new: Interpolant, stamp_s: float, now_s: float, old: DensePlan | None,
+                live_chunks: tuple[_LiveChunk, ...]) -> tuple[np.ndarray, np.ndarray, int, tuple[_LiveChunk, ...]]:
+        """Knot times (K,), values (K, A) of the next plan, the number of committed points, the live chunks."""
+        cfg = self.config
         if cfg.strategy == "temporal_ensemble":
-            self._live = sorted([c for c in self._live if c.last_s >= now_s] + [_LiveChunk(stamp_s, new)],
-                                key=lambda c: c.stamp_s)
-            return new.times_s, self._ensemble(new.times_s), 0
+            live_chunks = tuple(sorted([c for c in live_chunks if c.last_s >= now_s] + [_LiveChunk(stamp_s, new)],
+                                       key=lambda c: c.stamp_s))
+            return new.times_s, self._ensemble(new.times_s, live_chunks), 0, live_chunks
         old_ahead = old.knot_times_s >= now_s if old is not None else np.zeros(0, dtype=bool)
         if cfg.strategy == "replace" or not old_ahead.any():
-            return new.times_s, new.values, 0
+            return new.times_s, new.values, 0, live_chunks
         old_last_s = old.knot_times_s[-1]
         if cfg.strategy == "weighted_merge":
             w_new = np.where(new.times_s <= old_last_s, cfg.merge_new_weight, 1.0)  # (K,)
             w_old = np.where(new.times_s <= old_last_s, cfg.merge_old_weight, 0.0)
-            return new.times_s, self._mix(old, new.times_s, new.values, w_old, w_new), 0
+            return new.times_s, self._mix(old, new.times_s, new.values, w_old, w_new), 0, live_chunks
         # rtc_frozen_prefix: keep the next d points as they are, fade the rest of the new chunk in after them
         frozen_t = old.knot_times_s[old_ahead][: cfg.frozen_steps]
         frozen_v = old.knot_values[old_ahead][: cfg.frozen_steps]
@@ -219,7 +281,8 @@ class ChunkExecutor:
         ramp = np.minimum(1.0, np.arange(1, len(rest_t) + 1) / (cfg.crossfade_steps + 1))  # (K',)
         w_new = np.where(rest_t <= old_last_s, ramp, 1.0)
         rest_v = self._mix(old, rest_t, new.values[after], 1.0 - w_new, w_new)
-        return np.concatenate((frozen_t, rest_t)), np.concatenate((frozen_v, rest_v)), len(frozen_t)
+        return (np.concatenate((frozen_t, rest_t)), np.concatenate((frozen_v, rest_v)), len(frozen_t),
+                live_chunks)
 
     def _mix(self, old: DensePlan, times_s, new_values, w_old, w_new) -> np.ndarray:
         """Weighted average of the old plan and new values at times_s (K,) → (K, A)."""
@@ -228,11 +291,11 @@ class ChunkExecutor:
         stacked = np.stack((old.sample_many(times_s), new_values), axis=1)  # (K, 2, A)
         return weighted_mean(stacked, np.stack((w_old, w_new), axis=1), self.space.quat)
 
-    def _ensemble(self, times_s: np.ndarray) -> np.ndarray:
+    def _ensemble(self, times_s: np.ndarray, live_chunks: tuple[_LiveChunk, ...]) -> np.ndarray:
         """ACT temporal ensemble at times_s (K,) over live chunks covering each time → (K, A)."""
-        values = np.stack([c.interp(times_s) for c in self._live], axis=1)  # (K, C, A), chunks oldest first
+        values = np.stack([c.interp(times_s) for c in live_chunks], axis=1)  # (K, C, A), chunks oldest first
         tol_s = 0.5 * self.config.plan_dt_s  # stamps differ, so "the same instant" differs by float rounding
-        covers = np.stack([(times_s >= c.first_s - tol_s) & (times_s <= c.last_s + tol_s) for c in self._live],
+        covers = np.stack([(times_s >= c.first_s - tol_s) & (times_s <= c.last_s + tol_s) for c in live_chunks],
                           axis=1)  # (K, C)
         age_index = np.cumsum(covers, axis=1) - 1  # k = 0 for the oldest chunk covering each time
         weights = np.where(covers, np.exp(-self.config.ensemble_decay * age_index), 0.0)

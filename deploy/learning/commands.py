@@ -68,6 +68,8 @@ def _json_object(text: str, what: str) -> dict:
 
 
 def _cmd_train_bc(ns: argparse.Namespace) -> int:
+    if not ns.demos and not ns.corrections:
+        raise ConfigError("train-bc needs demonstration logs, --corrections logs, or both")
     from deploy.learning.bc import BCConfig, train_bc
 
     config = BCConfig(kind=ns.kind, steps=ns.steps, batch_size=ns.batch_size, learning_rate=ns.lr, seed=ns.seed,
@@ -106,7 +108,7 @@ def register(commands) -> None:
                                 description="Train an ACT-style (or flow) chunk policy on successful episodes of "
                                             "one or more episode logs, on CPU; writes a checkpoint directory with "
                                             "a loss curve.")
-    train.add_argument("demos", nargs="+", help="episode log folders (e.g. runs/demos)")
+    train.add_argument("demos", nargs="*", help="episode log folders of demonstrations (e.g. runs/demos)")
     train.add_argument("--output", required=True, help="checkpoint directory to write")
     train.add_argument("--kind", default="act", help="architecture: act | flow (default act)")
     train.add_argument("--steps", type=int, default=3000, help="gradient steps (default 3000)")

@@ -9,10 +9,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+from typing import Callable
 
 import numpy as np
 
-ARM_DOF = 7
+ARM_DOF = 7  # the Panda's joints; other arms say theirs through `RobotModel.dof`
+
+PosePublisher = Callable[[np.ndarray, np.ndarray, float], None]  # position (3,) [m], quat (4,) xyzw, stamp [s]
+GripperPublisher = Callable[[float], None]  # width [m]
 
 
 class Capability(enum.Flag):
@@ -25,7 +29,7 @@ class Capability(enum.Flag):
 
 @dataclasses.dataclass
 class RobotState:
-    """One sample of the arm, all arrays (7,) in joint order, SI units."""
+    """One sample of the arm, all arrays (dof,) in joint order, SI units."""
 
     stamp_s: float  # sample time, robot clock mapped to ROS time [s]
     q_rad: np.ndarray
@@ -35,8 +39,26 @@ class RobotState:
     seq: int = 0  # increments with every new sample from the hardware
 
 
+@dataclasses.dataclass(frozen=True)
+class TopicBridge:
+    """How the node reaches an arm that another ROS controller drives (e.g. a ros2_control Cartesian
+    impedance controller): the node creates these publishers / the subscription and wires them to the backend
+    with `Robot.attach_publishers` and `Robot.feed_state`, so the backend itself stays ROS-free."""
+
+    pose_target_topic: str  # geometry_msgs/PoseStamped out: the target pose in the robot's base frame
+    gripper_topic: str  # std_msgs/Float64 out: gripper width [m]; "" = the arm has no gripper
+    joint_state_topic: str  # sensor_msgs/JointState in
+    joint_names: tuple[str, ...]  # the arm's joints in model order, as the JointState names them
+    gripper_joint: str  # the JointState entry holding the gripper width [m] (absent: width unknown)
+
+
 class RobotModel(abc.ABC):
     """Kinematics and dynamics of the arm (libfranka's model library, or MuJoCo for the sim)."""
+
+    @property
+    def dof(self) -> int:
+        """Number of arm joints: the length of every joint-space array of this arm."""
+        return len(self.joint_limits_rad)
 
     @abc.abstractmethod
     def ee_pose(self, q_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +92,8 @@ class Robot(abc.ABC):
 
     capabilities: Capability
     model: RobotModel
+    period_s: float = 0.001  # the sample period that paces the control loop (UR e-series: 0.002)
+    topic_bridge: TopicBridge | None = None  # set by backends whose arm is reached over ROS topics
 
     @abc.abstractmethod
     def connect(self) -> None:
@@ -99,6 +123,14 @@ class Robot(abc.ABC):
     @abc.abstractmethod
     def command_gripper(self, width_m: float) -> float:
         """Command the gripper opening [m]; returns the width actually commanded (clipped)."""
+
+    def attach_publishers(self, publish_pose_target: PosePublisher, publish_gripper: GripperPublisher) -> None:
+        """Backends with a `topic_bridge`: the node hands in its publishers before `connect()`."""
+        raise NotImplementedError(f"{type(self).__name__} is not reached over ROS topics")
+
+    def feed_state(self, state: RobotState) -> None:
+        """Backends with a `topic_bridge`: the node's joint-state subscription delivers samples here."""
+        raise NotImplementedError(f"{type(self).__name__} is not reached over ROS topics")
 
     @abc.abstractmethod
     def stop(self) -> None:

@@ -1,27 +1,27 @@
 """An arm driven by the user's own compliant controller (e.g. a C++ ros2_control Cartesian impedance controller).
 
-ROS-free: the node injects two publishers and feeds joint states. Topic contract (the node's side):
-- it publishes `geometry_msgs/PoseStamped` (frame: the robot base) to the controller's target topic, e.g.
-  `/external_controller/target_pose`, from `publish_pose_target(position_m, quat_xyzw, stamp_s)`;
-- it publishes the gripper width [m] from `publish_gripper(width_m)` (e.g. a `std_msgs/Float64` or a
-  gripper action goal; the controller's choice);
-- it subscribes `sensor_msgs/JointState` (e.g. `/joint_states`) and calls `feed_state(RobotState)` with the
-  message's header stamp, positions, velocities, efforts and finger width, in joint order.
-Pose targets are stamped with the newest state's stamp: the tick's "now" on the node clock.
+ROS-free: the node reads `topic_bridge`, creates the publishers and the subscription, hands the publishers in
+through `attach_publishers` and calls `feed_state` from the subscription. Topic contract (the node's side):
+- `geometry_msgs/PoseStamped` (frame: the robot base) to the controller's target topic (`target_topic`, e.g.
+  FZI cartesian_compliance_controller's `/cartesian_compliance_controller/target_frame`, or crisp's
+  `/target_pose`), one per joint state received: the loop is paced by the controller's joint states;
+- `std_msgs/Float64` gripper width [m] to `gripper_topic` ("" = no gripper), when it changes by more than
+  the deadband;
+- `sensor_msgs/JointState` from `state_topic` (e.g. `/joint_states` of ros2_control's joint_state_broadcaster),
+  joints matched by `joint_names` in model order (the broadcaster publishes them in any order).
+Pose targets are stamped with the stamp of the state the loop is answering (the last `wait_for_state`
+returned): the tick's "now" on the node clock, one target per state.
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Callable
 
 import numpy as np
 
-from deploy.errors import ConfigError, RobotConnectionError
-from deploy.robots.base import Capability, Robot, RobotModel, RobotState
-
-PosePublisher = Callable[[np.ndarray, np.ndarray, float], None]  # position (3,) [m], quat (4,) xyzw, stamp [s]
-GripperPublisher = Callable[[float], None]  # width [m]
+from deploy.errors import ConfigError, DeployError, RobotConnectionError
+from deploy.robots.base import (Capability, GripperPublisher, PosePublisher, Robot, RobotModel, RobotState,
+                                TopicBridge)
 
 
 class ExternalControllerRobot(Robot):
@@ -29,8 +29,10 @@ class ExternalControllerRobot(Robot):
 
     capabilities = Capability.POSE_TARGET
 
-    def __init__(self, publish_pose_target: PosePublisher, publish_gripper: GripperPublisher,
-                 model_name: str = "franka", state_topic: str = "/joint_states", connect_timeout_s: float = 5.0,
+    def __init__(self, model_name: str = "franka", state_topic: str = "/joint_states",
+                 target_topic: str = "/cartesian_compliance_controller/target_frame",
+                 gripper_topic: str = "/gripper/width", joint_names=(), gripper_joint: str = "gripper",
+                 state_rate_hz: float = 500.0, connect_timeout_s: float = 5.0,
                  workspace_min_m=(-1.0, -1.0, 0.0), workspace_max_m=(1.0, 1.0, 1.2), max_gripper_width_m: float = 0.08,
                  gripper_deadband_m: float = 0.001, model: RobotModel | None = None):
         self._workspace_min_m = np.asarray(workspace_min_m, dtype=float)
@@ -39,21 +41,35 @@ class ExternalControllerRobot(Robot):
                 or np.any(self._workspace_min_m >= self._workspace_max_m)):
             raise ConfigError(f"external workspace_min_m={workspace_min_m} must be 3 values below "
                               f"workspace_max_m={workspace_max_m}")
+        if not 1.0 <= state_rate_hz <= 2000.0:
+            raise ConfigError(f"external state_rate_hz={state_rate_hz} (the controller's joint-state rate) "
+                              "must be in [1, 2000]")
         if model is None:
             from deploy.robots.registry import make_model
             model = make_model(model_name)
         self.model = model
-        self._publish_pose_target = publish_pose_target
-        self._publish_gripper = publish_gripper
+        joint_names = tuple(joint_names) or tuple(f"joint{i}" for i in range(1, model.dof + 1))
+        if len(joint_names) != model.dof or len(set(joint_names)) != len(joint_names):
+            raise ConfigError(f"external joint_names={list(joint_names)} must name the {model.dof} joints of the "
+                              f"'{model_name}' model once each, in model order")
+        self.topic_bridge = TopicBridge(target_topic, gripper_topic, state_topic, joint_names, gripper_joint)
+        self.period_s = 1.0 / state_rate_hz
+        self._publish_pose_target: PosePublisher | None = None
+        self._publish_gripper: GripperPublisher | None = None
         self._state_topic = state_topic
         self._connect_timeout_s = connect_timeout_s
         self._max_gripper_width_m = max_gripper_width_m
         self._gripper_deadband_m = gripper_deadband_m
         self._state: RobotState | None = None
+        self._answering: RobotState | None = None  # the sample the loop's current tick answers
         self._seq = 0
         self._new_state = threading.Condition()
         self._stopped = False
         self._last_gripper_m: float | None = None
+
+    def attach_publishers(self, publish_pose_target: PosePublisher, publish_gripper: GripperPublisher) -> None:
+        self._publish_pose_target = publish_pose_target
+        self._publish_gripper = publish_gripper
 
     def feed_state(self, state: RobotState) -> None:
         """Called from the node's joint-state callback (any thread); assigns the next `seq` and wakes waiters."""
@@ -64,6 +80,8 @@ class ExternalControllerRobot(Robot):
 
     def connect(self) -> None:
         """Wait for the first joint state: proves the controller side is up."""
+        if self._publish_pose_target is None:
+            raise DeployError("external robot: attach_publishers() must come before connect()")
         if self.wait_for_state(0, self._connect_timeout_s) is None:
             raise RobotConnectionError(f"no joint state on {self._state_topic} within {self._connect_timeout_s} s: "
                                        "is the external controller running and publishing?")
@@ -79,6 +97,7 @@ class ExternalControllerRobot(Robot):
         """Block until a state newer than `after_seq` was fed; None on timeout."""
         with self._new_state:
             if self._new_state.wait_for(lambda: self._seq > after_seq, timeout=timeout_s):
+                self._answering = self._state
                 return self._state
             return None
 
@@ -95,7 +114,8 @@ class ExternalControllerRobot(Robot):
             return None
         position_sent_m = np.clip(position_m, self._workspace_min_m, self._workspace_max_m)
         quat_sent_xyzw = quat_xyzw / norm
-        self._publish_pose_target(position_sent_m, quat_sent_xyzw, self.read_state().stamp_s)
+        answering = self._answering if self._answering is not None else self.read_state()
+        self._publish_pose_target(position_sent_m, quat_sent_xyzw, answering.stamp_s)
         return position_sent_m, quat_sent_xyzw
 
     def command_gripper(self, width_m: float) -> float:
@@ -115,7 +135,7 @@ class ExternalControllerRobot(Robot):
             return
         with self._new_state:
             state = self._state
-        if state is not None:
+        if state is not None and self._publish_pose_target is not None:
             position_m, quat_xyzw = self.model.ee_pose(state.q_rad)
             self._publish_pose_target(position_m, quat_xyzw, state.stamp_s)
         self._stopped = True

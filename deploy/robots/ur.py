@@ -6,7 +6,14 @@ ur_rtde calls used (verified against the 1.6.5 wheel): `rtde_receive.RTDEReceive
 `servoJ(q, speed, acceleration, time, lookahead_time, gain)` (speed/acceleration unused by ur_rtde),
 `servoStop()`, `stopScript()`, `disconnect()`. Connection failures raise RuntimeError.
 
-The arm has 6 joints: states, targets and the model are (6,), not base.ARM_DOF.
+Why servoJ and our own IK, not servoL: the control loop turns the safe Cartesian reference into joint targets by
+damped-least-squares IK on the UR5e model, seeded with the last solution (deploy.control.ik). That keeps the
+arm on one IK branch, lets the joint limits and this backend's per-sample joint-speed clip act before anything
+is sent, and degrades gracefully near singularities, where servoL's controller-side IK may pick large joint
+motions. ur_rtde's `RTDEControlInterface.getInverseKinematics(x, qnear, ...)` exists in 1.6.5 but is a
+request to the robot's control script per call (needs the connection, not a 2 ms budget item).
+
+The arm has 6 joints: states, targets and the model are (6,) (`model.dof`), not base.ARM_DOF.
 The ur_rtde wheel has no Python Robotiq driver (its RobotiqGripper is C++ only / an example script), so
 `command_gripper` is a no-op: `gripper_available` is False and `gripper_width_m` reads NaN (unknown).
 """

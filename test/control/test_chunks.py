@@ -3,6 +3,7 @@
 Seeded and fast; times are simulated (integer 1 ms ticks), never read from a clock.
 """
 import math
+import threading
 import zlib
 
 import numpy as np
@@ -236,6 +237,59 @@ def test_weighted_merge_blends_overlap_0p3_old_0p7_new():
         expected = np.where(overlap[:, None], 0.3 * old + 0.7 * chunk.actions[live], chunk.actions[live])
         got = np.array([executor.sample(t) for t in abs_s[live]])
         np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("space", [JOINT, CARTESIAN], ids=["joint", "cartesian"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_splices_prepared_in_another_thread_equal_submit(strategy, space):
+    """prepare() in a second thread while the plan is sampled, commit() at the splice tick: the executed
+    reference is exactly what submit() at that tick gives."""
+    rng = np.random.default_rng(zlib.crc32(f"prepared{strategy}{space.name}".encode()))
+    chunks = make_chunks(space, 0.15, 0.003, rng)
+    config = ChunkExecutorConfig(strategy=strategy, continuity_blend_s=BLEND_S)
+    reference, prepared = ChunkExecutor(config, space), ChunkExecutor(config, space)
+    times, expected = run(reference, space, chunks)
+    lead_ticks = 10  # prepared this long before its splice tick, while the executing plan is sampled
+    prepare_at = {tick - lead_ticks: (tick, chunk) for tick, chunk, _ in chunks}
+    first = chunks[0][0]
+    pending, refs = {}, []
+    for tick in range(first - lead_ticks, round(times[-1] / TICK_S) + 1):
+        t_s = tick * TICK_S
+        if tick in pending:
+            assert prepared.commit(pending.pop(tick).result(), t_s)
+        if tick in prepare_at:
+            splice_tick, chunk = prepare_at[tick]
+            pending[splice_tick] = _Background(prepared.prepare, chunk, splice_tick * TICK_S)
+        if tick >= first:
+            refs.append(prepared.sample(t_s))
+    np.testing.assert_array_equal(np.array(refs), expected)
+    assert prepared.status(times[-1]) == reference.status(times[-1])
+
+
+class _Background:
+    """Runs fn(*args) in a thread at once; result() joins it."""
+
+    def __init__(self, fn, *args):
+        self._out = []
+        self._thread = threading.Thread(target=lambda: self._out.append(fn(*args)))
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        return self._out[0]
+
+
+def test_a_splice_built_on_a_plan_no_longer_executing_is_refused():
+    executor = ChunkExecutor(ChunkExecutorConfig(strategy="replace"), JOINT)
+    first = executor.prepare(Chunk(0.0, [0.1, 0.2], np.zeros((2, 8))), 0.05)
+    second = executor.prepare(Chunk(0.0, [0.1, 0.2], np.ones((2, 8))), 0.05)  # built on the same (empty) plan
+    assert executor.commit(first, 0.05)
+    assert not executor.commit(second, 0.05)
+    np.testing.assert_array_equal(executor.sample(0.2), np.zeros(8))
+    assert executor.status(0.2).chunks_received == 1
+    late = executor.prepare(Chunk(0.0, [0.1], np.ones((1, 8))), 0.5)  # entirely late: counted, nothing swapped
+    assert executor.commit(late, 0.5) and executor.status(0.5).points_dropped_late == 1
+    np.testing.assert_array_equal(executor.sample(0.5), np.zeros(8))
 
 
 def test_lifecycle_hold_exhaust_reset():

@@ -20,3 +20,13 @@ def test_a_stall_counts_the_ticks_it_missed():
         stats.record(stamp)
     assert stats.missed_deadlines == 4  # a 5 ms gap is 4 missed 1 ms ticks
     assert stats.summary()["missed_deadline_pct"] == pytest.approx(100 * 4 / 200)
+
+
+def test_tick_compute_time_p99_is_reported():
+    stats = LoopStats(period_s=0.001)
+    assert stats.summary()["tick_p99_ms"] == 0.0
+    for i in range(1000):
+        stats.record(i * 0.001)
+        stats.record_compute(0.005 if i % 50 == 0 else 0.0002)  # 2 % of ticks take 5 ms
+    assert stats.summary()["tick_p99_ms"] == pytest.approx(5.0)
+    assert stats.summary()["jitter_p99_ms"] == pytest.approx(0.0, abs=1e-6)  # compute time is not period jitter

@@ -1,13 +1,14 @@
 """External-controller backend: states fed from another thread pace the loop; targets reach the injected
-publishers clipped, normalised and stamped; stop holds at the measured pose."""
+publishers clipped, normalised and stamped; stop holds at the measured pose; the topic bridge names what the
+node must create."""
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from deploy.errors import ConfigError, RobotConnectionError
-from deploy.robots.base import Capability, RobotState
+from deploy.errors import ConfigError, DeployError, RobotConnectionError
+from deploy.robots.base import Capability, RobotState, TopicBridge
 from deploy.robots.external import ExternalControllerRobot
 from deploy.robots.registry import make_robot
 from deploy.robots.ur_model import UR5eModel
@@ -39,8 +40,9 @@ def published():
 
 @pytest.fixture
 def robot(published):
-    return ExternalControllerRobot(published.pose, published.gripper, model=UR5eModel(), connect_timeout_s=0.05,
-                                   state_topic="/ur/joint_states")
+    robot = ExternalControllerRobot(model=UR5eModel(), connect_timeout_s=0.05, state_topic="/ur/joint_states")
+    robot.attach_publishers(published.pose, published.gripper)
+    return robot
 
 
 def test_connect_waits_for_the_first_state_and_names_the_silent_topic(robot):
@@ -90,6 +92,14 @@ def test_pose_targets_are_clipped_normalised_and_stamped(robot, published):
     assert len(published.poses) == 1
 
 
+def test_targets_are_stamped_with_the_state_the_tick_answers(robot, published):
+    robot.feed_state(_state(1.0))
+    assert robot.wait_for_state(0, 0.1).stamp_s == 1.0
+    robot.feed_state(_state(1.004))  # arrives while the tick computes its answer to the first
+    robot.command_pose_target(np.array([0.3, 0.0, 0.5]), np.array([0, 0, 0, 1.0]))
+    assert published.poses[-1][2] == 1.0
+
+
 def test_gripper_is_clipped_and_published_only_on_changes(robot, published):
     assert robot.command_gripper(0.2) == pytest.approx(0.08)
     assert robot.command_gripper(0.0795) == pytest.approx(0.0795)  # within the 1 mm deadband
@@ -112,11 +122,31 @@ def test_stop_holds_at_the_measured_pose_then_publishes_nothing(robot, published
     assert len(published.poses) == 1 and published.widths == []
 
 
-def test_registry_builds_the_external_backend_with_a_named_model(published):
-    robot = make_robot("external", publish_pose_target=published.pose, publish_gripper=published.gripper,
-                       model_name="ur5e")
+def test_registry_builds_the_external_backend_with_a_named_model():
+    robot = make_robot("external", model_name="ur5e", state_rate_hz=125.0)
     assert isinstance(robot, ExternalControllerRobot) and isinstance(robot.model, UR5eModel)
+    assert robot.period_s == pytest.approx(0.008)
     with pytest.raises(ConfigError, match="workspace_min_m"):
-        ExternalControllerRobot(published.pose, published.gripper, model_name="ur5e", workspace_min_m=(0, 0, 2.0))
+        ExternalControllerRobot(model_name="ur5e", workspace_min_m=(0, 0, 2.0))
     with pytest.raises(ConfigError, match="no kinematic model for robot 'kuka'"):
-        ExternalControllerRobot(published.pose, published.gripper, model_name="kuka")
+        ExternalControllerRobot(model_name="kuka")
+    with pytest.raises(ConfigError, match="state_rate_hz=0.0"):
+        ExternalControllerRobot(state_rate_hz=0.0)
+
+
+def test_topic_bridge_names_the_topics_and_joints_in_model_order():
+    robot = ExternalControllerRobot(model_name="ur5e", state_topic="/js", target_topic="/ctrl/target",
+                                    gripper_topic="", joint_names=[f"ur_{i}" for i in range(6)], gripper_joint="")
+    assert robot.topic_bridge == TopicBridge("/ctrl/target", "", "/js", tuple(f"ur_{i}" for i in range(6)), "")
+    assert ExternalControllerRobot(model_name="ur5e").topic_bridge.joint_names == tuple(f"joint{i}" for i in range(1, 7))
+    with pytest.raises(ConfigError, match=r"must name the 6 joints of the 'ur5e' model"):
+        ExternalControllerRobot(model_name="ur5e", joint_names=["a", "b"])
+    with pytest.raises(ConfigError, match="once each"):
+        ExternalControllerRobot(model_name="ur5e", joint_names=["a"] * 6)
+
+
+def test_connect_before_attaching_publishers_is_refused():
+    robot = ExternalControllerRobot(model_name="ur5e")
+    with pytest.raises(DeployError, match=r"attach_publishers\(\) must come before connect\(\)"):
+        robot.connect()
+    robot.stop()  # never connected: nothing to publish, no error
