@@ -21,6 +21,7 @@ CORE_REQUIRES = [
     "imageio-ffmpeg==0.8.1",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
+    "pyarrow==26.0.1",  # parquet for the LeRobotDataset export
 ]
 ROS_WHEELS = [
     "ros-rclpy==9.1.2",

@@ -18,7 +18,8 @@ from deploy.errors import ConfigError
 
 EXIT_USAGE = 2
 COMMAND_MODULES: tuple[str, ...] = ("deploy.data.commands", "deploy.learning.commands",
-                                    "deploy.bags.commands")  # each has register(commands)
+                                    "deploy.bags.commands",
+                                    "deploy.data.export_commands")  # each has register(commands)
 
 
 class _Parser(argparse.ArgumentParser):
