@@ -125,7 +125,7 @@ class EpisodeNode(Node):
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def wait_for_inputs(self, timeout_s: float = 60.0) -> None:
+    def wait_for_inputs(self, timeout_s: float = 180.0) -> None:
         """Block until the graph is up: camera frames, proprioception and the services."""
         deadline = time.monotonic() + timeout_s
         while not (self.latest.has_frames(self.cameras) and self._tcp is not None
@@ -310,7 +310,8 @@ class SessionNode(EpisodeNode):
                                    self.weight_version), flush=True)
         except DeployError as error:
             print(f"episodes: error: {error}", flush=True)
-        os.kill(os.getpid(), signal.SIGINT)  # done (or failed): end this node; the runner stops the graph
+            os._exit(2)  # a failed session is not a finished one: the runner stops the graph with an error
+        os.kill(os.getpid(), signal.SIGINT)  # done: end this node; the runner stops the graph
 
 
 def main():

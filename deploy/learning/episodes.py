@@ -27,7 +27,7 @@ class EpisodeConfig:
     success_hold_s: float = 0.3  # the task must report success this long before the episode ends
     homing_speed_m_s: float = 0.2
     homing_tolerance_m: float = 0.01  # the start pose is reached within this distance
-    homing_timeout_s: float = 15.0
+    homing_timeout_s: float = 30.0
     settle_s: float = 0.5  # wait after placing the cube, so the first observation sees it at rest
     gripper_width_m: float = 0.0  # gripper command while homing (the push task keeps it closed)
 
