@@ -26,17 +26,22 @@ def _summary(outcomes: list[dict], policy: str, output: Path) -> dict:
     return summary
 
 
-def _cmd_collect(ns: argparse.Namespace) -> int:
-    output = Path(ns.output)
-    output.mkdir(parents=True, exist_ok=True)
+def _run(policy: str, ns: argparse.Namespace, label: str) -> dict:
+    """Run ns.episodes seeded episodes of `policy` through the sim graph, logged under ns.output; -> summary."""
     from deploy.nodes.episode_node import run_episodes
 
-    outcomes = run_episodes(EXPERT, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
-                            ns.timeout, "demo")
-    summary = _summary(outcomes, EXPERT, output)
+    output = Path(ns.output)
+    output.mkdir(parents=True, exist_ok=True)
+    outcomes = run_episodes(policy, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
+                            ns.timeout, label)
+    return _summary(outcomes, policy, output)
+
+
+def _cmd_collect(ns: argparse.Namespace) -> int:
+    summary = _run(EXPERT, ns, "demo")
     print(f"deploy collect-demos: {summary['successes']}/{summary['episodes']} expert episodes succeeded; "
-          f"episode log in {output}")
-    return 0 if outcomes else 1
+          f"episode log in {ns.output}")
+    return 0 if summary["episodes"] else 1
 
 
 def _cmd_eval(ns: argparse.Namespace) -> int:
@@ -45,16 +50,11 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
         from deploy.policies.checkpoint import load_checkpoint
 
         load_checkpoint(checkpoint)  # a bad checkpoint fails here, in one line, before the graph starts
-    output = Path(ns.output)
-    output.mkdir(parents=True, exist_ok=True)
-    from deploy.nodes.episode_node import run_episodes
-
-    outcomes = run_episodes(checkpoint, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
-                            ns.timeout, "eval")
-    summary = _summary(outcomes, checkpoint, output)
+    summary = _run(checkpoint, ns, "eval")
     print(f"deploy eval: success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']} "
-          f"seeded episodes, seeds {ns.seed + 1}..{ns.seed + len(outcomes)}); report in {output / 'summary.json'}")
-    return 0 if outcomes else 1
+          f"seeded episodes, seeds {ns.seed + 1}..{ns.seed + summary['episodes']}); "
+          f"report in {Path(ns.output) / 'summary.json'}")
+    return 0 if summary["episodes"] else 1
 
 
 def _json_object(text: str, what: str) -> dict:
