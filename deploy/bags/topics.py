@@ -100,11 +100,13 @@ class PolicyInputs:
 
 
 def policy_inputs(metadata: PolicyMetadata) -> PolicyInputs:
-    """The node's wiring for `metadata` (nodes/policy_node.py subscribes to cameras, ee_pose, joint states, in
-    that order)."""
+    """The node's wiring for `metadata` (nodes/policy_node.py subscribes to cameras, ee_pose, cube pose, joint
+    states, in that order)."""
     topics = {f"/cameras/{name}/image_raw": IMAGE for name in metadata.image_keys}
     if "ee_pose" in metadata.state_keys:
         topics["/proprio/ee_pose"] = POSE_STAMPED
+    if "cube_pose" in metadata.state_keys:  # privileged sim state (the push policies)
+        topics["/sim/cube_pose"] = POSE_STAMPED
     if {"gripper_width", "joint_positions"} & set(metadata.state_keys):
         topics["/proprio/joint_states"] = JOINT_STATE
     reference_key = "ee_pose" if "ee_pose" in metadata.state_keys else metadata.state_keys[0]
