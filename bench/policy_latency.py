@@ -26,6 +26,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 
+from deploy.graph.runner import child_environment
 from deploy.policies.runtime import write_random_checkpoint
 
 SMALL = dict(d_model=64, n_heads=4, dim_feedforward=128, vision_channels=(16, 16, 32), n_keypoints=16)
@@ -38,8 +39,8 @@ KEYS = ("forward_p50_ms", "forward_p99_ms", "receipt_to_publish_p50_ms", "receip
 def run_case(kind: str, threads: int, seconds: float, domain_id: int, workdir: Path) -> dict[str, str]:
     checkpoint = write_random_checkpoint(workdir / kind, kind, image_keys=("front",), image_size_hw=(64, 64),
                                          **SMALL, **ARCHITECTURES[kind])
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               RMW_IMPLEMENTATION="rmw_fastrtps_cpp", FASTDDS_BUILTIN_TRANSPORTS="UDPv4?sockets_size=4MB")
+    env = child_environment(os.environ, domain_id)  # the package's DDS transport, as every launched graph
+    os.environ.update(env)  # this process's own probe node too
     cmd = [sys.executable, "-m", "deploy.cli", "launch", "robot", "cameras:=front", "--domain-id", str(domain_id)]
     policy_cmd = [sys.executable, "-m", "deploy.nodes.policy_node", "--ros-args", "-r", "__node:=policy",
                   "-r", "~/chunk:=/controller/chunk", "-p", f"checkpoint:={checkpoint}",

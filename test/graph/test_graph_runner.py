@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Probe, fresh_domain_id
+from harness import Probe, fresh_domain_id, ros_environment
 from std_msgs.msg import String
 
 HERE = Path(__file__).resolve().parent
@@ -24,10 +24,8 @@ def domain_id() -> int:
 
 
 def ros_env(domain: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               RMW_IMPLEMENTATION="rmw_fastrtps_cpp", FASTDDS_BUILTIN_TRANSPORTS="UDPv4?sockets_size=4MB",
-               PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = ros_environment(domain)  # the package's DDS transport, as every launched graph
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 
