@@ -67,6 +67,23 @@ class Dataset:
     episodes: list[int]  # episode indices used, per source folder order
 
 
+def step_tensors(episode, keep: np.ndarray, metadata: PolicyMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    """The observations of an episode's kept steps as tensors, through `batch_from_observations` (the function
+    inference uses): -> (images (N, C, 3, h, w) uint8 at the policy's size, states (N, S) float32)."""
+    frames = {c: episode.frames(c)[keep] for c in metadata.image_keys}
+    state_values = {k: episode.steps[k][keep] for k in metadata.state_keys}
+    images, states = [], []
+    for start in range(0, int(keep.sum()), DECODE_BATCH):
+        stop = min(start + DECODE_BATCH, int(keep.sum()))
+        observations = [Observation(0.0, {**{camera_key(c): frames[c][i] for c in metadata.image_keys},
+                                          **{k: state_values[k][i] for k in metadata.state_keys}}, {})
+                        for i in range(start, stop)]
+        batch = batch_from_observations(observations, metadata)
+        images.append((batch["images"] * 255).round().to(torch.uint8))
+        states.append(batch["state"])
+    return torch.cat(images), torch.cat(states)
+
+
 def episode_labels(steps: dict, metadata: PolicyMetadata, labels: str) -> tuple[np.ndarray, np.ndarray]:
     """-> (steps used (T,) bool, their chunk labels (N, H, A)) of one logged episode."""
     executed = labels == "executed"
@@ -107,16 +124,9 @@ def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int 
                 targets = targets[operator]
             if not keep.any():
                 continue
-            frames = {c: episode.frames(c)[keep] for c in metadata.image_keys}
-            state_values = {k: episode.steps[k][keep] for k in metadata.state_keys}
-            for start in range(0, int(keep.sum()), DECODE_BATCH):
-                stop = min(start + DECODE_BATCH, int(keep.sum()))
-                observations = [Observation(0.0, {**{camera_key(c): frames[c][i] for c in metadata.image_keys},
-                                                  **{k: state_values[k][i] for k in metadata.state_keys}}, {})
-                                for i in range(start, stop)]
-                batch = batch_from_observations(observations, metadata)
-                images.append((batch["images"] * 255).round().to(torch.uint8))
-                states.append(batch["state"])
+            episode_images, episode_states = step_tensors(episode, keep, metadata)
+            images.append(episode_images)
+            states.append(episode_states)
             actions.append(torch.from_numpy(targets.astype(np.float32)))
             used.append(summary.index)
     if not used:

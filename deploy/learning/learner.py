@@ -28,10 +28,10 @@ from torch import nn
 from deploy.data.episodes import list_episodes, read_episode
 from deploy.errors import ConfigError
 from deploy.files import write_atomic
+from deploy.learning.bc import step_tensors
 from deploy.learning.episodes import chunk_labels
 from deploy.policies.checkpoint import load_checkpoint
-from deploy.policies.learned import LearnedPolicy, batch_from_observations
-from deploy.sensing.observation import Observation
+from deploy.policies.learned import LearnedPolicy
 
 STATE_FILE = "learner.json"
 TENSOR_FILES = ("actor", "critic", "target", "actor_optim", "critic_optim")
@@ -56,10 +56,12 @@ class LearnerConfig:
 
 @dataclasses.dataclass
 class Transitions:
-    """Chunk-level transitions; `human` marks demonstration / intervention chunks."""
+    """Chunk-level transitions, observations already as tensors (converted once, at ingest);
+    `human` marks demonstration / intervention chunks."""
 
-    observations: list[Observation]
-    next_observations: list[Observation]
+    images: torch.Tensor  # (N, C, 3, h, w) uint8
+    states: torch.Tensor  # (N, S) float32, raw units
+    next_index: np.ndarray  # (N,) row of the next observation in these arrays
     chunks: np.ndarray  # (N, H, A) raw
     rewards: np.ndarray  # (N,)
     done: np.ndarray  # (N,)
@@ -67,12 +69,17 @@ class Transitions:
 
     @classmethod
     def empty(cls) -> Transitions:
-        return cls([], [], np.zeros((0, 0, 0)), np.zeros(0), np.zeros(0), np.zeros(0, bool))
+        return cls(torch.zeros(0, dtype=torch.uint8), torch.zeros(0), np.zeros(0, int), np.zeros((0, 0, 0)),
+                   np.zeros(0), np.zeros(0), np.zeros(0, bool))
 
     def extend(self, other: Transitions) -> None:
-        self.observations += other.observations
-        self.next_observations += other.next_observations
-        self.chunks = other.chunks if len(self.chunks) == 0 else np.concatenate([self.chunks, other.chunks])
+        if len(other.rewards) == 0:
+            return
+        first = len(self.rewards) == 0
+        self.next_index = np.concatenate([self.next_index, other.next_index + len(self.rewards)])
+        self.images = other.images if first else torch.cat([self.images, other.images])
+        self.states = other.states if first else torch.cat([self.states, other.states])
+        self.chunks = other.chunks if first else np.concatenate([self.chunks, other.chunks])
         self.rewards = np.concatenate([self.rewards, other.rewards])
         self.done = np.concatenate([self.done, other.done])
         self.human = np.concatenate([self.human, other.human])
@@ -100,10 +107,9 @@ def episode_transitions(path: Path, policy: LearnedPolicy, penalty: float, all_h
     done = (first_success_after <= nxt) & (first_success_after > index) | (index == len(stamps) - 1)
     rewards = np.where((first_success_after <= nxt) & (first_success_after > index), 1.0, 0.0)
     rewards -= np.where((first_takeover_after <= nxt) & (first_takeover_after > index) & ~intervention, penalty, 0.0)
-    frames = {c: episode.frames(c)[keep] for c in meta.image_keys}
-    observations = [_observation(steps, keep, frames, i, meta) for i in range(len(stamps))]
-    return Transitions(observations=observations, next_observations=[observations[j] for j in nxt],
-                       chunks=chunks, rewards=rewards, done=done.astype(float),
+    images, states = step_tensors(episode, keep, meta)
+    return Transitions(images=images, states=states, next_index=nxt, chunks=chunks, rewards=rewards,
+                       done=done.astype(float),
                        human=np.full(len(stamps), True) if all_human else intervention)
 
 
@@ -116,12 +122,6 @@ def _next_true_index(flags: np.ndarray) -> np.ndarray:
             following = i
         out[i] = following
     return out
-
-
-def _observation(steps, keep, frames, i, meta) -> Observation:
-    values = {key: steps[key][keep][i] for key in meta.state_keys}
-    values.update({f"camera {c}": frames[c][i] for c in meta.image_keys})
-    return Observation(float(steps["stamp_s"][keep][i]), values, {})
 
 
 class ChunkCritic(nn.Module):
@@ -191,9 +191,10 @@ class Learner:
 
     def _batch(self, index: np.ndarray) -> dict:
         r = self.replay
-        obs = batch_from_observations([r.observations[i] for i in index], self.actor.metadata)
-        nxt = batch_from_observations([r.next_observations[i] for i in index], self.actor.metadata)
-        return {"obs": obs, "next": nxt, "chunk": torch.from_numpy(r.chunks[index].astype(np.float32)),
+        nxt = r.next_index[index]
+        return {"obs": {"images": r.images[index].float() / 255.0, "state": r.states[index]},
+                "next": {"images": r.images[nxt].float() / 255.0, "state": r.states[nxt]},
+                "chunk": torch.from_numpy(r.chunks[index].astype(np.float32)),
                 "reward": torch.from_numpy(r.rewards[index].astype(np.float32)),
                 "done": torch.from_numpy(r.done[index].astype(np.float32)),
                 "human": torch.from_numpy(r.human[index])}
