@@ -64,10 +64,10 @@ class EpisodeNode(Node):
         self._human: Chunk | None = None
         self._policy_active: bool | None = None  # unknown until we set it
         self.watch_cameras(self.cameras)
-        self.create_subscription(PoseStamped, "/proprio/ee_pose", self.on_pose, SENSOR_QOS)
-        self.create_subscription(JointState, "/proprio/joint_states", self.on_joints, SENSOR_QOS)
+        self.create_subscription(PoseStamped, TOPICS["ee_pose"], self.on_pose, SENSOR_QOS)
+        self.create_subscription(JointState, TOPICS["joint_states"], self.on_joints, SENSOR_QOS)
         self.create_subscription(PoseStamped, "/controller/reference", self.on_reference, SENSOR_QOS)
-        self.create_subscription(PoseStamped, "/sim/cube_pose", self.on_cube, COMMAND_QOS)
+        self.create_subscription(PoseStamped, TOPICS["cube_pose"], self.on_cube, COMMAND_QOS)
         self.create_subscription(Bool, "/sim/success", lambda m: self.latest.set("success", float(m.data)), COMMAND_QOS)
         self.create_subscription(Bool, "/intervention/active", lambda m: self.latest.set("intervention", float(m.data)),
                                  COMMAND_QOS)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
-from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -25,12 +23,13 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from deploy.control.chunks import CARTESIAN, ChunkError
 from deploy.errors import ConfigError
+from deploy.graph.description import STATE_TOPICS
+from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
+from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
 from deploy.sensing.observation import ObservationAssembler
 from deploy.teleop import ScriptedOperatorConfig, TeleopConfig, make_operator
 from deploy.teleop.authority import AuthorityMux
 
-# observation input -> topic it comes from
-STATE_TOPICS = {"ee_pose": "/proprio/ee_pose", "gripper_width": "/proprio/joint_states", "cube_pose": "/sim/cube_pose"}
 
 
 @dataclasses.dataclass

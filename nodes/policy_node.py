@@ -33,6 +33,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from deploy.control.chunks import CARTESIAN, JOINT, Chunk
 from deploy.errors import ConfigError, DeployError
+from deploy.graph.description import TOPICS
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import (chunk_to_msg, chunk_version_to_msg, image_from_msg, joint_state_from_msg,
                                       labelled_array_from_msg, pose_from_msg, time_from_msg, time_to_msg)
@@ -167,12 +168,12 @@ class PolicyNode(LifecycleNode):
                 Image, f"/cameras/{name}/image_raw", lambda msg, key=f"camera {name}": self.on_image(key, msg),
                 SENSOR_QOS))
         if "ee_pose" in meta.state_keys:
-            self._entities.append(self.create_subscription(PoseStamped, "/proprio/ee_pose", self.on_pose, SENSOR_QOS))
+            self._entities.append(self.create_subscription(PoseStamped, TOPICS["ee_pose"], self.on_pose, SENSOR_QOS))
         if "cube_pose" in meta.state_keys:  # privileged sim state, read by the scripted expert
-            self._entities.append(self.create_subscription(PoseStamped, "/sim/cube_pose", self.on_cube_pose,
+            self._entities.append(self.create_subscription(PoseStamped, TOPICS["cube_pose"], self.on_cube_pose,
                                                            COMMAND_QOS))
         if {"gripper_width", "joint_positions"} & set(meta.state_keys):
-            self._entities.append(self.create_subscription(JointState, "/proprio/joint_states", self.on_joints,
+            self._entities.append(self.create_subscription(JointState, TOPICS["joint_states"], self.on_joints,
                                                            SENSOR_QOS))
         chunk_type = MultiDOFJointTrajectory if self.space is CARTESIAN else JointTrajectory
         topic = "~/chunk" if self.space is CARTESIAN else "~/joint_chunk"

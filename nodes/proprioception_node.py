@@ -14,6 +14,7 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 
 from deploy.errors import ConfigError
+from deploy.graph.description import TOPICS
 from deploy.nodes.common import SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import joint_state_from_msg, joint_state_to_msg, pose_to_msg, twist_to_msg
 from deploy.robots.registry import make_model
@@ -40,8 +41,8 @@ class ProprioceptionNode(Node):
         self.config = declare_config(self, ProprioceptionConfig)
         self.model = make_model(self.config.robot)
         self.decimator = StampDecimator(self.config.rate_hz)
-        self.joint_pub = self.create_publisher(JointState, "/proprio/joint_states", SENSOR_QOS)
-        self.pose_pub = self.create_publisher(PoseStamped, "/proprio/ee_pose", SENSOR_QOS)
+        self.joint_pub = self.create_publisher(JointState, TOPICS["joint_states"], SENSOR_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, TOPICS["ee_pose"], SENSOR_QOS)
         self.twist_pub = self.create_publisher(TwistStamped, "/proprio/ee_twist", SENSOR_QOS)
         self.create_subscription(JointState, "/robot/joint_states", self.on_state, STATE_BACKLOG_QOS)
 

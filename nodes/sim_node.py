@@ -13,6 +13,7 @@ from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
+from deploy.graph.description import TOPICS
 from deploy.nodes.common import COMMAND_QOS, declare_config, run_node
 from deploy.nodes.conversions import pose_to_msg, time_to_msg
 from deploy.sim.link import default_link_name
@@ -29,7 +30,7 @@ class SimNode(Node):
         self.set_parameters([Parameter("use_sim_time", value=False)])  # the sim is the clock's source
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self._next_clock_s = 0.0
-        self.cube_pub = self.create_publisher(PoseStamped, "/sim/cube_pose", COMMAND_QOS)
+        self.cube_pub = self.create_publisher(PoseStamped, TOPICS["cube_pose"], COMMAND_QOS)
         self.success_pub = self.create_publisher(Bool, "/sim/success", COMMAND_QOS)
         self.create_subscription(WrenchStamped, "/sim/ee_wrench", self.on_wrench, COMMAND_QOS)
         self.create_service(Trigger, "/sim/reset", self.on_reset)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from deploy.errors import ConfigError
-from deploy.graph.description import TOPICS
+from deploy.graph.description import STATE_TOPICS, TOPICS
 from deploy.policies.base import PolicyMetadata
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -104,13 +104,13 @@ def policy_inputs(metadata: PolicyMetadata) -> PolicyInputs:
     states, in that order)."""
     topics = {f"/cameras/{name}/image_raw": IMAGE for name in metadata.image_keys}
     if "ee_pose" in metadata.state_keys:
-        topics["/proprio/ee_pose"] = POSE_STAMPED
+        topics[TOPICS["ee_pose"]] = POSE_STAMPED
     if "cube_pose" in metadata.state_keys:  # privileged sim state (the push policies)
-        topics["/sim/cube_pose"] = POSE_STAMPED
+        topics[TOPICS["cube_pose"]] = POSE_STAMPED
     if {"gripper_width", "joint_positions"} & set(metadata.state_keys):
-        topics["/proprio/joint_states"] = JOINT_STATE
+        topics[TOPICS["joint_states"]] = JOINT_STATE
     reference_key = "ee_pose" if "ee_pose" in metadata.state_keys else metadata.state_keys[0]
-    reference = "/proprio/ee_pose" if reference_key == "ee_pose" else "/proprio/joint_states"
+    reference = STATE_TOPICS[reference_key]
     cartesian = metadata.action_space == "cartesian"
     order = list(topics)  # the node's subscription order
     return PolicyInputs(topics, reference,

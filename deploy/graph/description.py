@@ -35,7 +35,13 @@ TOPICS = {
     "policy_joint_chunk": "/policy/joint_chunk",
     "controller_chunk": "/controller/chunk",  # chunks the controller executes (written by intervention only)
     "controller_joint_chunk": "/controller/joint_chunk",
+    "joint_states": "/proprio/joint_states",  # proprioception at its configured rate (+ gripper width)
+    "ee_pose": "/proprio/ee_pose",
+    "cube_pose": "/sim/cube_pose",  # privileged sim state (the scripted expert, the push checkpoints)
 }
+# Observation state key -> the topic it is read from (policy node, scripted operator, replay-test).
+STATE_TOPICS = {"ee_pose": TOPICS["ee_pose"], "gripper_width": TOPICS["joint_states"],
+                "joint_positions": TOPICS["joint_states"], "cube_pose": TOPICS["cube_pose"]}
 
 # The DDS transport every node of a graph gets (runner, launch files, test harness): the package's Fast DDS
 # profile (loopback-only UDPv4 with 4 MB socket buffers) and the discovery range under which rmw_fastrtps
@@ -494,7 +500,7 @@ def parse_launch_args(tokens: list[str]) -> dict[str, str]:
 
 __all__ = [
     "Condition", "DDS_ENV_DEFAULTS", "DDS_PROFILE_FILE", "GRAPHS", "Graph", "Implication", "InlineParam", "LaunchArg", "NodeSpec",
-    "ResolvedGraph", "ResolvedNode", "TOPICS", "check_params_file", "config_dir", "dds_environment",
+    "ResolvedGraph", "ResolvedNode", "STATE_TOPICS", "TOPICS", "check_params_file", "config_dir", "dds_environment",
     "parse_launch_args",
     "register_graph", "resolve", "with_fixed_arg",
 ]
