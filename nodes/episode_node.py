@@ -38,13 +38,15 @@ from deploy.data.episodes import EpisodeWriter
 from deploy.errors import ConfigError, DeployError
 from deploy.graph.description import TOPICS, resolve
 from deploy.graph.runner import GraphRunner, check_modules, child_environment
-from deploy.learning.episodes import EpisodeClock, EpisodeConfig, LatestValues, console_line, homing_actions
+from deploy.learning.episodes import (EpisodeClock, EpisodeConfig, LatestValues, console_line, due_action,
+                                      homing_actions)
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
                                       joint_state_from_msg, pose_from_msg, time_from_msg)
 
 SERVICE_TIMEOUT_S = 10.0
 HOMING_REPUBLISH_S = 0.2  # below the controller's stale-chunk timeout
+HUMAN_SILENCE_S = 0.5  # an operator chunk this long past its end no longer counts as a human action
 
 
 def step_shapes(horizon: int) -> dict[str, tuple[int, ...]]:
@@ -184,16 +186,6 @@ class EpisodeNode(Node):
             raise DeployError(f"/sim/reset failed: {response.message}")
         return int(match.group(1))
 
-    def human_action(self, now_s: float) -> np.ndarray:
-        """The human's command at `now_s` (the point of their latest chunk due next), NaN when they are silent."""
-        human = self._human
-        if human is None:
-            return np.full(8, np.nan)
-        due = human.stamp_s + human.times_s
-        if now_s > due[-1] + 0.5:
-            return np.full(8, np.nan)
-        return human.actions[min(int(np.searchsorted(due, now_s)), len(due) - 1)]
-
     def run_episode(self, root, meta: dict) -> dict:
         """One episode, logged under `root`; -> its outcome."""
         cfg = self.config
@@ -213,7 +205,7 @@ class EpisodeNode(Node):
                 now_s = self.now_s()
                 values, frames = self.latest.snapshot(self.cameras)
                 values.update(stamp_s=np.array(now_s), weight_version=self.weight_version,
-                              human_action=self.human_action(now_s),
+                              human_action=due_action(self._human, now_s, HUMAN_SILENCE_S),
                               executed_action=np.append(values["reference_pose"], values["gripper_width"]),
                               reward=np.array(float(values["success"] > 0.5)))
                 writer.add_step(values, frames)

@@ -103,6 +103,17 @@ def chunk_labels(stamps_s: np.ndarray, executed: np.ndarray, dt_s: float, horizo
     return labels
 
 
+def due_action(chunk, now_s: float, silence_s: float) -> np.ndarray:
+    """The point of `chunk` (a deploy.control.chunks.Chunk, or None) due next at `now_s` — what its author
+    commands now; NaN when there is no chunk or it ended more than `silence_s` ago. -> (A,)"""
+    if chunk is None:
+        return np.full(8, np.nan)
+    due = chunk.stamp_s + chunk.times_s
+    if now_s > due[-1] + silence_s:
+        return np.full(chunk.actions.shape[1], np.nan)
+    return chunk.actions[min(int(np.searchsorted(due, now_s)), len(due) - 1)]
+
+
 def proposed_chunk_labels(stamps_s: np.ndarray, chunk_stamps_s: np.ndarray, chunks: np.ndarray, dt_s: float,
                           quat: slice | None = slice(3, 7)) -> np.ndarray:
     """Behaviour-cloning targets from the chunks the acting policy (the expert) proposed: for the step at

@@ -7,7 +7,7 @@ from deploy.control.chunks import CARTESIAN, Chunk, ChunkExecutor, ChunkExecutor
 from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig
 from deploy.errors import ConfigError
 from deploy.learning.episodes import (HOMING_CLEARANCE_Z_M, START_TCP_XYZ_M, EpisodeClock, EpisodeConfig,
-                                      LatestValues, chunk_labels, homing_actions)
+                                      LatestValues, chunk_labels, due_action, homing_actions)
 from deploy.policies.expert import PushExpert, walk
 from deploy.robots.registry import make_model
 from deploy.sensing.observation import Observation
@@ -100,3 +100,10 @@ def test_latest_values_fill_missing_inputs_with_nan_and_check_names():
     assert values["stamp_front_s"] == 2.5 and frames["front"].shape == (4, 4, 3)
     with pytest.raises(ConfigError, match="'cube'"):
         latest.set("cube", 0.0)
+
+
+def test_the_human_action_is_the_point_due_next_and_nan_once_silent():
+    chunk = Chunk(10.0, np.array([0.04, 0.08]), np.array([[1.0] * 8, [2.0] * 8]))
+    assert due_action(chunk, 10.02, 0.5)[0] == 1.0 and due_action(chunk, 10.05, 0.5)[0] == 2.0
+    assert due_action(chunk, 10.5, 0.5)[0] == 2.0  # held just past the end
+    assert np.isnan(due_action(chunk, 10.7, 0.5)).all() and np.isnan(due_action(None, 10.0, 0.5)).all()
