@@ -22,6 +22,7 @@ from deploy.control.impedance import CartesianImpedanceConfig, JointImpedanceCon
 from deploy.control.loop import ControlLoop, TickRecord, request_realtime_priority
 from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
+from deploy.graph.description import TOPICS
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, connect_with_retry, declare_config, declare_prefixed, run_node
 from deploy.nodes.conversions import (chunk_from_msg, gripper_width_to_msg, joint_state_from_msg, joint_state_to_msg,
                                       labelled_array_to_msg, pose_to_msg, time_to_msg)
@@ -75,6 +76,8 @@ class ControllerNode(Node):
         self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)
         self.create_subscription(JointTrajectory, "~/joint_chunk", self.on_chunk, COMMAND_QOS)
         self.create_subscription(Bool, "~/estop", self.on_estop_topic, COMMAND_QOS)
+        self._operator_active = False
+        self.create_subscription(Bool, TOPICS["intervention_active"], self.on_intervention_active, COMMAND_QOS)
         self.create_service(Trigger, "~/hold", self.on_hold)
         self.create_service(Trigger, "~/estop", self.on_estop)
         self.create_service(Trigger, "~/release", self.on_release)
@@ -174,6 +177,12 @@ class ControllerNode(Node):
             self.loop.reject(str(error))
             return
         self.loop.offer_chunk(chunk, space)
+
+    def on_intervention_active(self, msg: Bool):
+        """Authority changed hands: the new writer's chunks are not averaged with the old writer's."""
+        if msg.data != self._operator_active:
+            self._operator_active = msg.data
+            self.loop.restart_ensemble()
 
     def on_hold(self, request, response):
         self.loop.safety.hold()

@@ -71,7 +71,7 @@ class EpisodeNode(Node):
         self.create_subscription(PoseStamped, "/controller/reference", self.on_reference, SENSOR_QOS)
         self.create_subscription(PoseStamped, TOPICS["cube_pose"], self.on_cube, COMMAND_QOS)
         self.create_subscription(Bool, "/sim/success", lambda m: self.latest.set("success", float(m.data)), COMMAND_QOS)
-        self.create_subscription(Bool, "/intervention/active", lambda m: self.latest.set("intervention", float(m.data)),
+        self.create_subscription(Bool, TOPICS["intervention_active"], lambda m: self.latest.set("intervention", float(m.data)),
                                  COMMAND_QOS)
         self.create_subscription(MultiDOFJointTrajectory, TOPICS["policy_chunk"], self.on_policy_chunk, COMMAND_QOS)
         self.create_subscription(Header, "/policy/chunk_version", self.on_chunk_version, COMMAND_QOS)

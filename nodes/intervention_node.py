@@ -23,7 +23,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from deploy.control.chunks import CARTESIAN, ChunkError
 from deploy.errors import ConfigError
-from deploy.graph.description import STATE_TOPICS
+from deploy.graph.description import STATE_TOPICS, TOPICS
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
 from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
 from deploy.sensing.observation import ObservationAssembler
@@ -62,7 +62,7 @@ class InterventionNode(Node):
 
         self.cartesian_out = self.create_publisher(MultiDOFJointTrajectory, "~/chunk", COMMAND_QOS)
         self.joint_out = self.create_publisher(JointTrajectory, "~/joint_chunk", COMMAND_QOS)
-        self.flag_pub = self.create_publisher(Bool, "/intervention/active", COMMAND_QOS)
+        self.flag_pub = self.create_publisher(Bool, TOPICS["intervention_active"], COMMAND_QOS)
         self.human_pub = self.create_publisher(MultiDOFJointTrajectory, "/intervention/human_chunk", COMMAND_QOS)
         self.event_pub = self.create_publisher(String, "/intervention/event", COMMAND_QOS)
         self.create_subscription(MultiDOFJointTrajectory, "~/policy_chunk", self.on_policy_chunk, COMMAND_QOS)

@@ -122,7 +122,7 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/load_weights", self.on_load_weights)
         self.create_subscription(Float64MultiArray, "/controller/chunk_status", self.on_chunk_status, SENSOR_QOS)
         self._intervening = False
-        self.create_subscription(Bool, "/intervention/active", self.on_intervention, COMMAND_QOS)
+        self.create_subscription(Bool, TOPICS["intervention_active"], self.on_intervention, COMMAND_QOS)
         self.create_timer(1.0, self.publish_diagnostics)
         self.create_timer(1.0 / self.config.inference_rate_hz, self.on_rate_tick)
         self._wake, self._stop = threading.Event(), threading.Event()

@@ -26,9 +26,8 @@ from deploy.sensing.observation import Observation
 DEEP_SENSOR_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.BEST_EFFORT)  # the probe may lag behind
 NORMAL_SPEED_M_S = 0.35  # reference speed bound while switching: above every commanded speed (expert 0.2 m/s,
 # keyboard 0.1 m/s, circle 0.08 m/s), below the controller's safety clip (0.5 m/s) that a jump would hit
-SAFETY_SPEED_CLIP_M_S = 0.5  # the measured TCP at a keyboard takeover: on a loaded machine the operator's first
-# chunks are still blended with the policy's last one and the TCP catches up at up to ~0.38 m/s (measured); a jump
-# to a far target would be clipped here
+SAFETY_SPEED_CLIP_M_S = 0.5  # the measured TCP at a keyboard takeover: the operator starts at the measured TCP,
+# so the reference drops the arm's lag behind the circle and the arm settles there; a jump would be clipped here
 
 
 class NodeProcess:
@@ -195,6 +194,7 @@ def test_scripted_operator_takes_over_and_hands_back_bumplessly_with_one_writer(
     assert recorder.flag_changes() == []
     policy.offset_m = 0.06  # drifts
     assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=10), mux.output[-3000:]
+    takeover_t = recorder.flag_changes()[0][0]
     assert wait_until(lambda: len(recorder.human) >= 15, timeout_s=15), mux.output[-3000:]  # 1.5 s at 10 Hz
     policy.offset_m = 0.0  # the policy agrees again: hand back after 0.5 s of agreement
     assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=15), mux.output[-3000:]
@@ -209,11 +209,9 @@ def test_scripted_operator_takes_over_and_hands_back_bumplessly_with_one_writer(
     last_human_stamp = max(stamp for s, stamp in sources if s == "human")
     resumed = [stamp for s, stamp in sources if s == "policy" and stamp > last_human_stamp]
     assert resumed and min(resumed) > last_human_stamp
-    # Hand-back only. At a takeover the controller's temporal ensemble still averages the operator's first chunks
-    # with the policy's last one for up to a chunk length, and on a loaded machine the reference then reached the
-    # safety layer's 0.5 m/s clip (fresh-clone run, 14 mm step): a known bug, to be fixed by restarting the
-    # ensemble when /intervention/active changes; until then the clip bounds it and this check would flake.
-    for name, t in (("hand-back", handback_t),):
+    # The controller restarts its temporal ensemble on /intervention/active edges: the operator's first chunks
+    # are not averaged with the policy's last one (which once stepped the reference into the 0.5 m/s clip).
+    for name, t in (("takeover", takeover_t), ("hand-back", handback_t)):
         speed, step, samples = recorder.continuity(recorder.reference, t - 1.0, t + 2.0)  # 150 samples when idle
         assert samples >= 4, f"{name}: only {samples} reference samples"
         assert speed < NORMAL_SPEED_M_S, f"{name}: reference jumped ({speed:.3f} m/s, step {step * 1000:.1f} mm)"
@@ -244,7 +242,7 @@ def test_keyboard_operator_drives_the_arm_and_the_policy_restarts_after_hand_bac
         type_keys(master, b" ")  # deadman on
         assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=10), mux.output[-3000:]
         takeover_t = recorder.flag_changes()[0][0]
-        time.sleep(1.0)  # the policy's last chunk runs out of the controller's ensemble
+        time.sleep(1.0)  # the arm settles where the operator took over
         z = lambda: pose_from_msg(recorder.poses[-1][1])[1][2]  # noqa: E731
         z_before = z()
         type_keys(master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s

@@ -6,12 +6,16 @@ scipy.spatial.transform (Slerp, RotationSpline, Rotation.mean); every other comp
 from __future__ import annotations
 
 import bisect
+import math
 
 import numpy as np
 from scipy.interpolate import CubicSpline, make_interp_spline
 from scipy.spatial.transform import Rotation, RotationSpline, Slerp
 
 INTERPOLATIONS = ("linear", "cubic", "minimum_jerk")
+
+
+SMOOTHSTEP5_PEAK_SLOPE = 1.875
 
 
 def smoothstep5(tau: np.ndarray) -> np.ndarray:
@@ -184,11 +188,18 @@ def build_plan(
     dt_s: float,
     previous: DensePlan | None,
     blend_s: float,
+    seam_speed: float = math.inf,
 ) -> DensePlan:
-    """Dense plan through the knots from start_s on, faded in from `previous` over blend_s so the reference
-    keeps its value, velocity and acceleration at the splice (quintic ramp)."""
+    """Dense plan through the knots from start_s on, faded in from `previous` so the reference keeps its value,
+    velocity and acceleration at the splice (quintic ramp). The fade lasts blend_s, or longer when closing the
+    gap between the two plans in blend_s would add more than `seam_speed` (units/s, quaternion aside): a new
+    writer starting far from the executing reference (an operator taking over) glides there instead of jumping."""
     interp = Interpolant(knot_times_s, knot_values, method, quat)
     fade = previous is not None and blend_s > 0.0
+    if fade:
+        other = _other(knot_values.shape[1], quat)
+        gap = float(np.abs(interp(np.array([start_s]))[0, other] - previous.sample(start_s)[other]).max())
+        blend_s = max(blend_s, SMOOTHSTEP5_PEAK_SLOPE * gap / seam_speed)
     end_s = max(knot_times_s[-1], start_s + blend_s) if fade else knot_times_s[-1]
     grid = dense_grid(start_s, knot_times_s, end_s, dt_s)  # (N,)
     values = interp(grid)  # (N, A)

@@ -89,6 +89,7 @@ class ChunkExecutorConfig:
     strategy: str = "temporal_ensemble"  # one of STRATEGIES
     interpolation: str = "cubic"  # "linear" (lerp/slerp), "cubic" (C2 splines), "minimum_jerk" (natural quintic)
     continuity_blend_s: float = 0.05  # fade from the executed reference into a new plan [s]; 0 = raw switch
+    seam_speed: float = 0.15  # longer fades where closing the old/new gap would add more speed [m/s | rad/s]
     ensemble_decay: float = 0.01  # ACT's m: weight exp(-m k), k = 0 for the oldest chunk covering t
     merge_old_weight: float = 0.3  # weighted_merge: overlap = old·w_old + new·w_new (normalised)
     merge_new_weight: float = 0.7
@@ -103,6 +104,8 @@ class ChunkExecutorConfig:
             raise ConfigError(f"interpolation={self.interpolation!r}: expected one of {INTERPOLATIONS}")
         if not (math.isfinite(self.continuity_blend_s) and self.continuity_blend_s >= 0.0):
             raise ConfigError(f"continuity_blend_s={self.continuity_blend_s}: expected a finite value >= 0")
+        if not self.seam_speed > 0.0:
+            raise ConfigError(f"seam_speed={self.seam_speed}: expected a value > 0")
         if not math.isfinite(self.ensemble_decay):
             raise ConfigError(f"ensemble_decay={self.ensemble_decay}: expected a finite value")
         for name in ("merge_old_weight", "merge_new_weight"):
@@ -202,6 +205,19 @@ class ChunkExecutor:
             self._live = ()
         self._committed = 0
 
+    def restart_ensemble(self) -> None:
+        """Chunks received so far stop voting in the temporal ensemble; the plan executing now runs on.
+
+        Called when authority changes hands (policy <-> operator): the new writer's chunks must not be averaged
+        with the old writer's. The next chunk fades in from the executing plan as any splice does. A splice
+        prepared before this call no longer fits (it averaged the old chunks) and is rebuilt.
+        """
+        with self._lock:
+            if not self._live:
+                return
+            self._generation += 1
+            self._live = ()
+
     @property
     def generation(self) -> int:
         """Increments whenever the executing plan changes: a Splice built on an older one no longer fits."""
@@ -230,7 +246,7 @@ class ChunkExecutor:
                                                                           live_chunks)
         plan = build_plan(
             knot_times_s, knot_values, splice_s, self.config.interpolation, self.space.quat,
-            self.config.plan_dt_s, old, self.config.continuity_blend_s,
+            self.config.plan_dt_s, old, self.config.continuity_blend_s, self.config.seam_speed,
         )
         return Splice(chunk, splice_s, generation, plan, live_chunks, committed, points_late)
 
@@ -272,7 +288,7 @@ class ChunkExecutor:
             return new.times_s, self._mix(old, new.times_s, new.values, w_old, w_new), 0, live_chunks
         # rtc_frozen_prefix: keep the next d points as they are, fade the rest of the new chunk in after them
         frozen_t = old.knot_times_s[old_ahead][: cfg.frozen_steps]
-        frozen_v = old.knot_values[old_ahead][: cfg.frozen_steps]
+        frozen_v = old.sample_many(frozen_t)  # what executes there (a fade may still be under way), not the knots
         # New points within half a new step of the last frozen one are superseded: a shorter seam segment would
         # turn the old/new gap into a velocity spike (the chunks' time grids are offset by the stamp difference).
         half_step_s = 0.5 * (np.diff(new.times_s).min() if len(new.times_s) > 1 else cfg.plan_dt_s)
@@ -309,8 +325,8 @@ class ChunkExecutor:
         """Plan points at or after now_s: times (K,) [s], actions (K, A) — e.g. the prefix an RTC policy inpaints."""
         if self._plan is None:
             return np.empty(0), np.empty((0, self.space.width))
-        ahead = self._plan.knot_times_s >= now_s
-        return self._plan.knot_times_s[ahead].copy(), self._plan.knot_values[ahead].copy()
+        times_s = self._plan.knot_times_s[self._plan.knot_times_s >= now_s]
+        return times_s, self._plan.sample_many(times_s)  # as executed: a fade may still be under way
 
     def status(self, now_s: float) -> ExecutorStatus:
         remaining = 0 if self._plan is None else int((self._plan.knot_times_s > now_s).sum())

@@ -150,6 +150,10 @@ class ControlLoop:
                     self._slot = splice  # tick re-splices it (rare)
                     return
 
+    def restart_ensemble(self) -> None:
+        """Authority changed hands: see ChunkExecutor.restart_ensemble (any thread)."""
+        self.executor.restart_ensemble()
+
     def _splice_time_s(self, chunk: Chunk) -> float:
         """The first tick at least the splice lead after the latest one (ticks come every period on the robot
         clock, so the commit lands on it exactly); before any tick, the chunk's stamp."""

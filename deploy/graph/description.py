@@ -38,6 +38,7 @@ TOPICS = {
     "joint_states": "/proprio/joint_states",  # proprioception at its configured rate (+ gripper width)
     "ee_pose": "/proprio/ee_pose",
     "cube_pose": "/sim/cube_pose",  # privileged sim state (the scripted expert, the push checkpoints)
+    "intervention_active": "/intervention/active",  # Bool every tick: the operator has authority
 }
 # Observation state key -> the topic it is read from (policy node, scripted operator, replay-test).
 STATE_TOPICS = {"ee_pose": TOPICS["ee_pose"], "gripper_width": TOPICS["joint_states"],
