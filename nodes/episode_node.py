@@ -6,7 +6,7 @@ policy, log a step at `step_rate_hz` until the task reports success for `success
 deactivate the policy and close the episode with its outcome.
 
 A step holds the camera frames, proprioception, the cube pose (sim), the executed action (the controller's
-reference + gripper), the policy's latest chunk and weight version, the human's action and the intervention
+reference + gripper), the policy's latest chunk and weight version, the operator's latest chunk and due action, the intervention
 flag, success and reward, each as the newest sample at the step's time. Used by `deploy collect-demos`,
 `deploy eval` (in-process, see deploy/learning/commands.py).
 """
@@ -53,7 +53,8 @@ def step_shapes(horizon: int) -> dict[str, tuple[int, ...]]:
     """The numeric fields of one logged step (besides stamps, frames and the weight version)."""
     return {"ee_pose": (7,), "gripper_width": (1,), "joint_positions": (7,), "joint_velocities": (7,),
             "cube_pose": (7,), "executed_action": (8,), "reference_pose": (7,), "policy_chunk": (horizon, 8),
-            "policy_chunk_stamp_s": (), "human_action": (8,), "intervention": (), "success": ()}
+            "policy_chunk_stamp_s": (), "human_chunk": (horizon, 8), "human_chunk_times_s": (horizon,),
+            "human_chunk_stamp_s": (), "human_action": (8,), "intervention": (), "success": ()}
 
 
 class EpisodeNode(Node):
@@ -111,17 +112,25 @@ class EpisodeNode(Node):
 
     def on_policy_chunk(self, msg: MultiDOFJointTrajectory):
         chunk, _ = chunk_from_msg(msg)
-        padded = np.full((self.horizon, 8), np.nan)
-        n = min(self.horizon, len(chunk.actions))
-        padded[:n] = chunk.actions[:n]
-        self.latest.set("policy_chunk", padded)
+        self.latest.set("policy_chunk", self.padded(chunk.actions))
         self.latest.set("policy_chunk_stamp_s", chunk.stamp_s)
+
+    def padded(self, values: np.ndarray) -> np.ndarray:
+        """A chunk's first `horizon` points (or times), NaN after its last one: every step has the same shape."""
+        out = np.full((self.horizon, *values.shape[1:]), np.nan)
+        n = min(self.horizon, len(values))
+        out[:n] = values[:n]
+        return out
 
     def on_chunk_version(self, msg: Header):
         self.weight_version = chunk_version_from_msg(msg)[1]
 
     def on_human_chunk(self, msg: MultiDOFJointTrajectory):
+        """What the operator commanded, whole: the label of the steps they had authority over."""
         self._human = chunk_from_msg(msg)[0]
+        self.latest.set("human_chunk", self.padded(self._human.actions))
+        self.latest.set("human_chunk_times_s", self.padded(self._human.times_s))
+        self.latest.set("human_chunk_stamp_s", self._human.stamp_s)
 
     # --- episode -----------------------------------------------------------------------------------------
     def now_s(self) -> float:

@@ -1,8 +1,9 @@
 """Behaviour cloning of a chunk policy from logged episodes, on CPU.
 
 Each logged step gives one sample: the observation (camera frames + proprioception, turned into tensors by
-`batch_from_observations`, the same function inference uses) and, as the label, the executed actions of the
-next H steps (`chunk_labels`: steps are logged at the policy's chunk spacing). Frames are decoded and resized
+`batch_from_observations`, the same function inference uses) and, as the label, the chunk commanded at that
+step by the writer in authority, re-sampled on the step's time grid (`commanded_chunk_labels`), or the executed
+references of the next H steps (`chunk_labels`). Frames are decoded and resized
 once and kept as uint8; batches get a random-shift augmentation (DrQ), which is what makes pixel BC work from
 a few dozen demonstrations.
 """
@@ -20,14 +21,13 @@ from tqdm import tqdm
 
 from deploy.data.episodes import list_episodes, read_episode
 from deploy.errors import ConfigError
-from deploy.learning.episodes import chunk_labels, proposed_chunk_labels
+from deploy.learning.episodes import OPERATOR_CHUNK_FIELDS, POLICY_CHUNK_FIELDS, chunk_labels, commanded_chunk_labels
 from deploy.policies.base import PolicyMetadata
 from deploy.policies.checkpoint import POLICY_TYPES, save_checkpoint
 from deploy.policies.learned import batch_from_observations, camera_key
 from deploy.sensing.observation import Observation
 
 LABEL_SOURCES = ("proposed", "executed")
-HOMING_CHUNK_MARGIN_S = 0.25  # a chunk stamped this long before the episode's first step is the homing chunk
 DECODE_BATCH = 256  # steps turned into tensors at once while loading
 
 
@@ -43,7 +43,8 @@ class BCConfig:
     cameras: tuple[str, ...] = ("front",)
     state_keys: tuple[str, ...] = ("ee_pose", "gripper_width")  # "cube_pose" = privileged sim state
     image_size: int = 64
-    labels: str = "proposed"  # "proposed": the acting policy's (expert's) chunks; "executed": the reference
+    labels: str = "proposed"  # "proposed": the chunks of the writer in authority (expert, operator); "executed":
+    # the controller's reference
     horizon: int = 16
     shift_pixels: int = 4  # random-shift augmentation amplitude
     threads: int = 1  # 2 threads ran 10x slower than 1 beside the running graph (2 cores, loaded)
@@ -85,23 +86,25 @@ def step_tensors(episode, keep: np.ndarray, metadata: PolicyMetadata) -> tuple[t
 
 
 def episode_labels(steps: dict, metadata: PolicyMetadata, labels: str) -> tuple[np.ndarray, np.ndarray]:
-    """-> (steps used (T,) bool, their chunk labels (N, H, A)) of one logged episode."""
-    executed = labels == "executed"
-    source = steps["executed_action"] if executed else steps["policy_chunk"]  # (T, 8) | (T, H, 8)
-    keep = np.isfinite(source.reshape(len(source), -1)).all(axis=1) & np.isfinite(steps["ee_pose"]).all(axis=1)
-    if not executed:  # the homing chunk sent before the policy started is not the policy's
-        keep &= steps["policy_chunk_stamp_s"] >= steps["stamp_s"][0] - HOMING_CHUNK_MARGIN_S
-    if executed:
-        return keep, chunk_labels(steps["stamp_s"][keep], source[keep], metadata.dt_s, metadata.horizon)
-    return keep, proposed_chunk_labels(steps["stamp_s"][keep], steps["policy_chunk_stamp_s"][keep],
-                                       source[keep][:, :metadata.horizon], metadata.dt_s)
+    """-> (steps used (T,) bool, their chunk labels (N, H, A)) of one logged episode. "proposed": what the
+    writer in authority commanded (the acting policy's chunks; the operator's where they had taken over)."""
+    usable = np.isfinite(steps["ee_pose"]).all(axis=1)
+    if labels == "executed":
+        keep = usable & np.isfinite(steps["executed_action"]).all(axis=1)
+        return keep, chunk_labels(steps["stamp_s"][keep], steps["executed_action"][keep], metadata.dt_s,
+                                  metadata.horizon)
+    commanded, chunks = commanded_chunk_labels(steps, metadata.dt_s)
+    if chunks.shape[1] < metadata.horizon:
+        raise ConfigError(f"logged chunks hold {chunks.shape[1]} points, the policy's horizon is {metadata.horizon}")
+    keep = usable & commanded
+    return keep, chunks[keep][:, :metadata.horizon]
 
 
 def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int = 0, labels: str = "proposed",
                  corrections: tuple[Path, ...] = ()) -> Dataset:
     """Samples from the successful episodes of `roots` (labels as chosen) and from the operator-controlled
-    steps of every episode of the correction logs `corrections` (labels: what was executed, i.e. what the
-    operator commanded: HG-DAgger). ConfigError when there is nothing, or a field is missing."""
+    steps of every episode of the correction logs `corrections` (labels: the operator's own chunks: HG-DAgger).
+    ConfigError when there is nothing, or a field is missing."""
     images, states, actions, used = [], [], [], []
     sources = [(root, False) for root in roots] + [(root, True) for root in corrections]
     for root, is_correction in sources:
@@ -111,8 +114,9 @@ def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int 
             if max_episodes and not is_correction and len(used) >= max_episodes:
                 break
             episode = read_episode(summary.path)
-            kind = "executed" if is_correction else labels
-            needed = ("executed_action",) if kind == "executed" else ("policy_chunk", "policy_chunk_stamp_s")
+            kind = "proposed" if is_correction else labels
+            needed = (("executed_action",) if kind == "executed" else
+                      POLICY_CHUNK_FIELDS + (OPERATOR_CHUNK_FIELDS if is_correction else ()))
             missing = [k for k in (*metadata.state_keys, *needed, "stamp_s", "intervention")
                        if k not in episode.steps]
             if missing:

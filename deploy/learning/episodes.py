@@ -1,9 +1,9 @@
 """Episodes on the running graph, without ROS: what one logged step holds, how the arm is brought to the start
 pose between episodes, and when an episode ends.
 
-A step is taken at about the policy's chunk spacing (`step_rate_hz` = 1 / dt); the executed references at
-the step's stamp + (i + 1) dt are the action chunk a behaviour-cloned policy learns to output for this step's
-observation (`chunk_labels`).
+A step is taken at about the policy's chunk spacing (`step_rate_hz` = 1 / dt); what was commanded at the step's
+stamp + (i + 1) dt, by the policy or by the operator when they had authority, is the action chunk a policy
+learns to output for this step's observation (`commanded_chunk_labels`; `chunk_labels` for executed references).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from deploy.policies.expert import TOOL_DOWN_XYZW, walk
 
 START_TCP_XYZ_M = np.array([0.45, 0.0, 0.25])  # where every episode starts, tool down, above the cube region
 HOMING_CLEARANCE_Z_M = 0.12  # a TCP lower than this rises first, so homing never sweeps across the table
+HOMING_CHUNK_MARGIN_S = 0.25  # a chunk stamped this long before the episode's first step is the homing chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,20 +116,46 @@ def due_action(chunk, now_s: float, silence_s: float) -> np.ndarray:
 
 
 def proposed_chunk_labels(stamps_s: np.ndarray, chunk_stamps_s: np.ndarray, chunks: np.ndarray, dt_s: float,
-                          quat: slice | None = slice(3, 7)) -> np.ndarray:
+                          quat: slice | None = slice(3, 7), point_times_s: np.ndarray | None = None) -> np.ndarray:
     """Behaviour-cloning targets from the chunks the acting policy (the expert) proposed: for the step at
     stamps_s[t], its latest chunk (H, A) stamped chunk_stamps_s[t], re-sampled at stamps_s[t] + (i + 1) dt_s
     (its end point held beyond it). Unlike executed actions, these carry the expert's intent at full speed,
-    not the controller's blending lag. -> (T, H, A)."""
+    not the controller's blending lag. Chunk points sit at chunk_stamps_s[t] + point_times_s[t] ((T, H), NaN
+    = padding), by default at the policy's own spacing (i + 1) dt_s. -> (T, H, A), NaN where a step has no chunk."""
     horizon = chunks.shape[1]
-    out = np.empty_like(chunks)
+    grid_s = dt_s * np.arange(1, horizon + 1)
+    out = np.full_like(chunks, np.nan)
     for t in range(len(stamps_s)):
-        point_times = chunk_stamps_s[t] + dt_s * np.arange(1, horizon + 1)
-        wanted = stamps_s[t] + dt_s * np.arange(1, horizon + 1)
-        out[t] = np.stack([np.interp(wanted, point_times, chunks[t, :, k]) for k in range(chunks.shape[2])], -1)
+        times_s = grid_s if point_times_s is None else point_times_s[t]
+        points = np.isfinite(times_s) & np.isfinite(chunks[t]).all(axis=1)
+        if not points.any() or not np.isfinite(chunk_stamps_s[t]):
+            continue
+        wanted = stamps_s[t] + grid_s
+        at = chunk_stamps_s[t] + times_s[points]
+        out[t] = np.stack([np.interp(wanted, at, chunks[t, points, k]) for k in range(chunks.shape[2])], -1)
     if quat is not None:
         out[..., quat] /= np.linalg.norm(out[..., quat], axis=-1, keepdims=True).clip(min=1e-9)
     return out
+
+
+POLICY_CHUNK_FIELDS = ("policy_chunk", "policy_chunk_stamp_s")
+OPERATOR_CHUNK_FIELDS = ("intervention", "human_chunk", "human_chunk_times_s", "human_chunk_stamp_s")
+
+
+def commanded_chunk_labels(steps: dict[str, np.ndarray], dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """What whoever had authority commanded at each logged step, as a chunk on the step's own grid: the
+    operator's chunk on intervention steps, the policy's proposal otherwise (`proposed_chunk_labels`). These are
+    the actions a policy should output (and the critic scores), free of the controller's blending lag and of
+    the homing chunk sent before an episode starts. -> (usable steps (T,) bool, labels (T, H, A))."""
+    stamps_s = steps["stamp_s"]
+    labels = proposed_chunk_labels(stamps_s, steps["policy_chunk_stamp_s"], steps["policy_chunk"], dt_s)
+    labels[steps["policy_chunk_stamp_s"] < stamps_s[0] - HOMING_CHUNK_MARGIN_S] = np.nan
+    operator = steps["intervention"] > 0.5
+    if operator.any():
+        labels[operator] = proposed_chunk_labels(stamps_s[operator], steps["human_chunk_stamp_s"][operator],
+                                                 steps["human_chunk"][operator], dt_s,
+                                                 point_times_s=steps["human_chunk_times_s"][operator])
+    return np.isfinite(labels).all(axis=(1, 2)), labels
 
 
 class EpisodeClock:

@@ -1,7 +1,8 @@
 """Online fine-tuning from corrections: an off-policy actor-critic over action chunks, ROS-free.
 
 - Transitions are chunk-level (Q-chunking / "RL with Action Sequence"): from the logged step at t, the action
-  is the executed chunk over [t, t + H dt] (`chunk_labels`), the next state is the step at t + H dt, the reward
+  is the chunk commanded over [t, t + H dt] by whoever had authority, the policy or the operator
+  (`commanded_chunk_labels`), the next state is the step at t + H dt, the reward
   is 1 when the task succeeds inside that window (terminal) and `-intervention_penalty` when the operator
   takes over inside it (RLIF: a takeover says "this was going wrong"), discounted per chunk.
 - Critic: twin MLPs Q(s, chunk) on normalised state and chunk with a Polyak target (TD3).
@@ -29,7 +30,7 @@ from deploy.data.episodes import list_episodes, read_episode
 from deploy.errors import ConfigError
 from deploy.files import write_atomic
 from deploy.learning.bc import step_tensors
-from deploy.learning.episodes import chunk_labels
+from deploy.learning.episodes import OPERATOR_CHUNK_FIELDS, POLICY_CHUNK_FIELDS, commanded_chunk_labels
 from deploy.policies.checkpoint import load_checkpoint
 from deploy.policies.learned import LearnedPolicy
 
@@ -90,11 +91,16 @@ def episode_transitions(path: Path, policy: LearnedPolicy, penalty: float, all_h
     meta = policy.metadata
     episode = read_episode(path)
     steps = episode.steps
-    keep = np.isfinite(steps["executed_action"]).all(axis=1) & np.isfinite(steps["ee_pose"]).all(axis=1)
+    needed = (*POLICY_CHUNK_FIELDS, "intervention", "success", *(() if all_human else OPERATOR_CHUNK_FIELDS))
+    missing = [k for k in needed if k not in steps]
+    if missing:
+        raise ConfigError(f"episode {path} has no field(s) {missing}: it was logged by an older version")
+    commanded, chunks = commanded_chunk_labels(steps, meta.dt_s)
+    keep = commanded & np.isfinite(steps["ee_pose"]).all(axis=1)
     stamps = steps["stamp_s"][keep]
     if len(stamps) < 2:
         return Transitions.empty()
-    chunks = chunk_labels(stamps, steps["executed_action"][keep], meta.dt_s, meta.horizon)
+    chunks = chunks[keep][:, :meta.horizon]
     span_s = meta.horizon * meta.dt_s
     intervention = steps["intervention"][keep] > 0.5
     success = steps["success"][keep] > 0.5

@@ -7,7 +7,8 @@ from deploy.control.chunks import CARTESIAN, Chunk, ChunkExecutor, ChunkExecutor
 from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig
 from deploy.errors import ConfigError
 from deploy.learning.episodes import (HOMING_CLEARANCE_Z_M, START_TCP_XYZ_M, EpisodeClock, EpisodeConfig,
-                                      LatestValues, chunk_labels, due_action, homing_actions)
+                                      LatestValues, chunk_labels, commanded_chunk_labels, due_action,
+                                      homing_actions)
 from deploy.policies.expert import PushExpert, walk
 from deploy.robots.registry import make_model
 from deploy.sensing.observation import Observation
@@ -107,3 +108,20 @@ def test_the_human_action_is_the_point_due_next_and_nan_once_silent():
     assert due_action(chunk, 10.02, 0.5)[0] == 1.0 and due_action(chunk, 10.05, 0.5)[0] == 2.0
     assert due_action(chunk, 10.5, 0.5)[0] == 2.0  # held just past the end
     assert np.isnan(due_action(chunk, 10.7, 0.5)).all() and np.isnan(due_action(None, 10.0, 0.5)).all()
+
+
+def test_commanded_labels_skip_the_homing_chunk_and_operator_steps_without_a_chunk():
+    """Step 0 still sees the homing chunk (stamped before the episode); at step 2 the operator has authority but
+    their first chunk has not arrived: neither is a label. Step 3 is labelled with the operator's chunk."""
+    stamps = np.array([10.0, 10.05, 10.1, 10.15])
+    k = np.arange(1, 3)[:, None]
+    policy_chunk = np.tile(np.array([0.5, 0, 0.1, 0, 0, 0, 1, 0.0]), (4, 2, 1)) + k * [0.01, 0, 0, 0, 0, 0, 0, 0]
+    human_chunk = np.full((4, 2, 8), np.nan)
+    human_chunk[3] = policy_chunk[3] + [0, 0.05, 0, 0, 0, 0, 0, 0]
+    steps = {"stamp_s": stamps, "policy_chunk": policy_chunk, "policy_chunk_stamp_s": np.array([8.0, 10.05, 10.05, 10.1]),
+             "intervention": np.array([0.0, 0.0, 1.0, 1.0]), "human_chunk": human_chunk,
+             "human_chunk_times_s": np.tile([0.02, 0.04], (4, 1)), "human_chunk_stamp_s": np.array([np.nan] * 3 + [10.15])}
+    usable, labels = commanded_chunk_labels(steps, dt_s=0.05)
+    assert usable.tolist() == [False, True, False, True]
+    np.testing.assert_allclose(labels[1, :, 0], [0.51, 0.52])  # the policy's chunk, stamped at this step
+    np.testing.assert_allclose(labels[3, :, 1], [0.05, 0.05])  # the operator's, its end held past 0.04 s

@@ -13,14 +13,25 @@ from deploy.policies.runtime import write_random_checkpoint
 STATE_KEYS = ("ee_pose", "gripper_width", "cube_pose")
 
 
+HORIZON = 16
+OPERATOR_DT = 0.01  # the operator commands at 100 Hz, on its own time grid
+
+
 def write_episode(root, n=40, takeover_at=None, hand_back_at=None, success_at=None, dt=0.05):
+    """Steps as the episode node logs them: the policy proposes +x at 0.04 m/s (chunks at its dt spacing),
+    the operator commands +y at 0.1 m/s (chunks at 100 Hz spacing, stamped when commanded)."""
+    k = np.arange(1, HORIZON + 1)[:, None]
     with EpisodeWriter(root, {"seed": 1}) as writer:
         for i in range(n):
             intervening = takeover_at is not None and takeover_at <= i < (hand_back_at or n)
-            x = 0.45 + 0.002 * i
-            writer.add_step({"stamp_s": 100.0 + i * dt, "ee_pose": np.array([x, 0.0, 0.1, 1, 0, 0, 0]),
+            x, stamp = 0.45 + 0.002 * i, 100.0 + i * dt
+            pose = np.array([x, 0.0, 0.1, 1, 0, 0, 0, 0.0])
+            writer.add_step({"stamp_s": stamp, "ee_pose": pose[:7],
                              "gripper_width": np.array([0.0]), "cube_pose": np.array([0.5, 0, 0.02, 0, 0, 0, 1]),
-                             "executed_action": np.array([x, 0.0, 0.1, 1, 0, 0, 0, 0.0]),
+                             "executed_action": pose,
+                             "policy_chunk": pose + k * [0.002, 0, 0, 0, 0, 0, 0, 0], "policy_chunk_stamp_s": stamp,
+                             "human_chunk": pose + k * [0, 0.1 * OPERATOR_DT, 0, 0, 0, 0, 0, 0],
+                             "human_chunk_times_s": OPERATOR_DT * k[:, 0], "human_chunk_stamp_s": stamp,
                              "intervention": float(intervening),
                              "success": float(success_at is not None and i >= success_at)})
         writer.close({"success": success_at is not None})
@@ -43,7 +54,12 @@ def test_rewards_penalties_and_terminals_follow_the_log(tmp_path, checkpoint):
     assert t.rewards[21] == 0.0 and t.rewards[22] == 1.0 and t.done[22] == 1.0 and t.done[21] == 0.0
     assert t.rewards[37] == 1.0 and t.done[39] == 1.0
     assert t.human[20:28].all() and not t.human[:20].any() and not t.human[28:].any()
-    np.testing.assert_allclose(t.chunks[0, 0, 0], 0.45 + 0.002)  # label: executed action one dt later
+    # labels: what the writer in authority commanded, on the step's grid of dt = 0.05 s
+    np.testing.assert_allclose(t.chunks[0, :, 0], 0.45 + 0.002 * np.arange(1, 17))  # the policy's chunk
+    np.testing.assert_allclose(t.chunks[0, :, 1], 0.0)
+    operator_y = 0.1 * np.minimum(0.05 * np.arange(1, 17), OPERATOR_DT * HORIZON)  # its end point held after 0.16 s
+    np.testing.assert_allclose(t.chunks[20, :, 1], operator_y)  # the operator's own chunk, not the executed one
+    np.testing.assert_allclose(t.chunks[20, :, 0], 0.45 + 0.002 * 20)
 
 
 def test_batches_mix_human_and_online_half_and_half(tmp_path, checkpoint):
