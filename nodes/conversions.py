@@ -9,6 +9,9 @@ The core (`deploy/`, `policies/`) never sees a message; nodes call these. Mappin
   7 Panda, 6 UR) + "gripper" (position = width [m]). A foreign JointState (ros2_control's
   joint_state_broadcaster) is read by the joint names the backend gives, in any order.
 - Gripper width command = std_msgs/Float64, data = width [m].
+- External wrench on the end effector (/robot/ee_wrench, /proprio/ee_wrench, the sim's /sim/ee_wrench push) =
+  geometry_msgs/WrenchStamped, header.stamp = the state sample's stamp, frame_id "base": force [N] and torque
+  about the TCP [N m], both in the base frame (deploy.robots.base.RobotState.ee_wrench).
 - Chunk execution status = std_msgs/Float64MultiArray whose layout.dim labels name the fields.
 - JPEG image = sensor_msgs/CompressedImage with format "rgb8; jpeg compressed bgr8" (what image_transport's
   compressed plugin writes, so rqt/Foxglove/image_transport decode it); data = the JPEG file bytes.
@@ -25,7 +28,7 @@ import importlib
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from geometry_msgs.msg import PoseStamped, Transform, TwistStamped
+from geometry_msgs.msg import PoseStamped, Transform, TwistStamped, WrenchStamped
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
@@ -256,6 +259,22 @@ def twist_to_msg(twist_lin_ang, stamp_s: float, frame_id: str = BASE_FRAME) -> T
     msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in twist_lin_ang[:3])
     msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v) for v in twist_lin_ang[3:])
     return msg
+
+
+def wrench_to_msg(wrench, stamp_s: float, frame_id: str = BASE_FRAME) -> WrenchStamped:
+    """(6,) [force N; torque N m] -> WrenchStamped."""
+    msg = WrenchStamped()
+    msg.header.stamp = time_to_msg(stamp_s)
+    msg.header.frame_id = frame_id
+    msg.wrench.force.x, msg.wrench.force.y, msg.wrench.force.z = (float(v) for v in wrench[:3])
+    msg.wrench.torque.x, msg.wrench.torque.y, msg.wrench.torque.z = (float(v) for v in wrench[3:])
+    return msg
+
+
+def wrench_from_msg(msg: WrenchStamped) -> tuple[float, np.ndarray]:
+    """-> (stamp_s, (6,) [force N; torque N m])."""
+    f, t = msg.wrench.force, msg.wrench.torque
+    return time_from_msg(msg.header.stamp), np.array([f.x, f.y, f.z, t.x, t.y, t.z])
 
 
 def chunk_version_to_msg(stamp_s: float, weight_version: str) -> Header:

@@ -6,8 +6,8 @@ policy, log a step at `step_rate_hz` until the task reports success for `success
 deactivate the policy and close the episode with its outcome.
 
 A step holds the camera frames, proprioception, the cube pose (sim), the executed action (the controller's
-reference + gripper), the policy's latest chunk and weight version, the operator's latest chunk and due action, the intervention
-flag, success and reward, each as the newest sample at the step's time. Used by `deploy collect-demos`,
+reference + gripper), the policy's latest chunk and weight version, the operator's latest chunk and due action,
+the intervention flag, success and reward, each as the newest sample at the step's time. Used by `deploy collect-demos`,
 `deploy eval` (in-process, see deploy/learning/commands.py).
 """
 from __future__ import annotations
@@ -72,8 +72,8 @@ class EpisodeNode(Node):
         self.create_subscription(PoseStamped, "/controller/reference", self.on_reference, SENSOR_QOS)
         self.create_subscription(PoseStamped, TOPICS["cube_pose"], self.on_cube, COMMAND_QOS)
         self.create_subscription(Bool, "/sim/success", lambda m: self.latest.set("success", float(m.data)), COMMAND_QOS)
-        self.create_subscription(Bool, TOPICS["intervention_active"], lambda m: self.latest.set("intervention", float(m.data)),
-                                 COMMAND_QOS)
+        self.create_subscription(Bool, TOPICS["intervention_active"],
+                                 lambda m: self.latest.set("intervention", float(m.data)), COMMAND_QOS)
         self.create_subscription(MultiDOFJointTrajectory, TOPICS["policy_chunk"], self.on_policy_chunk, COMMAND_QOS)
         self.create_subscription(Header, "/policy/chunk_version", self.on_chunk_version, COMMAND_QOS)
         self.create_subscription(MultiDOFJointTrajectory, "/intervention/human_chunk", self.on_human_chunk,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -15,7 +14,7 @@ from std_srvs.srv import Trigger
 
 from deploy.graph.description import TOPICS
 from deploy.nodes.common import COMMAND_QOS, declare_config, run_node
-from deploy.nodes.conversions import pose_to_msg, time_to_msg
+from deploy.nodes.conversions import pose_to_msg, time_to_msg, wrench_from_msg
 from deploy.sim.link import default_link_name
 from deploy.sim.process import SimConfig, SimRunner
 
@@ -55,8 +54,8 @@ class SimNode(Node):
             self.success_pub.publish(Bool(data=success))
 
     def on_wrench(self, msg: WrenchStamped):
-        f, t = msg.wrench.force, msg.wrench.torque
-        self.runner.apply_ee_wrench(np.array([f.x, f.y, f.z]), np.array([t.x, t.y, t.z]))
+        _, wrench = wrench_from_msg(msg)
+        self.runner.apply_ee_wrench(wrench[:3], wrench[3:])
 
     def on_reset(self, request, response):
         seed = self.runner.reset()

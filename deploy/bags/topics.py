@@ -18,6 +18,7 @@ from deploy.policies.base import PolicyMetadata
 IMAGE = "sensor_msgs/msg/Image"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+WRENCH_STAMPED = "geometry_msgs/msg/WrenchStamped"
 CARTESIAN_CHUNK = "trajectory_msgs/msg/MultiDOFJointTrajectory"
 JOINT_CHUNK = "trajectory_msgs/msg/JointTrajectory"
 HEADER = "std_msgs/msg/Header"
@@ -32,7 +33,9 @@ STACK_TOPICS: tuple[tuple[str, str], ...] = (
     ("/proprio/joint_states", JOINT_STATE),
     ("/proprio/ee_pose", POSE_STAMPED),
     ("/proprio/ee_twist", "geometry_msgs/msg/TwistStamped"),
+    (TOPICS["ee_wrench"], WRENCH_STAMPED),
     ("/robot/joint_states", JOINT_STATE),
+    ("/robot/ee_wrench", WRENCH_STAMPED),
     (TOPICS["policy_chunk"], CARTESIAN_CHUNK),
     (TOPICS["policy_joint_chunk"], JOINT_CHUNK),
     (CHUNK_VERSION_TOPIC, HEADER),
@@ -54,7 +57,7 @@ STACK_TOPICS: tuple[tuple[str, str], ...] = (
 PRESETS: dict[str, tuple[str, ...]] = {
     "stack": tuple(p for p, _ in STACK_TOPICS if not p.endswith("/compressed")),
     "observations": ("/cameras/*/image_raw", "/cameras/*/camera_info", "/proprio/joint_states",
-                     "/proprio/ee_pose", "/proprio/ee_twist"),
+                     "/proprio/ee_pose", "/proprio/ee_twist", TOPICS["ee_wrench"]),
 }
 
 

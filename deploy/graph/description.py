@@ -37,6 +37,7 @@ TOPICS = {
     "controller_joint_chunk": "/controller/joint_chunk",
     "joint_states": "/proprio/joint_states",  # proprioception at its configured rate (+ gripper width)
     "ee_pose": "/proprio/ee_pose",
+    "ee_wrench": "/proprio/ee_wrench",  # external wrench on the end effector, when the robot measures one
     "cube_pose": "/sim/cube_pose",  # privileged sim state (the scripted expert, the push checkpoints)
     "intervention_active": "/intervention/active",  # Bool every tick: the operator has authority
 }

@@ -37,6 +37,9 @@ class RobotState:
     tau_measured_nm: np.ndarray
     gripper_width_m: float
     seq: int = 0  # increments with every new sample from the hardware
+    # (6,) [fx, fy, fz N; tx, ty, tz N m]: the external wrench acting on the end effector, in the base frame,
+    # torque about the TCP (libfranka's O_F_ext_hat_K convention); None = the backend cannot measure it.
+    ee_wrench: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)

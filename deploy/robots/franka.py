@@ -5,6 +5,10 @@ pylibfranka calls used (verified against the 0.21.3 wheel): `Robot(ip, RealtimeC
 `ActiveControlBase.writeOnce(Torques)`, `Torques.motion_finished`, `Robot.stop()`, `Gripper(ip)`,
 `Gripper.move(width, speed)`, `Gripper.grasp(width, speed, force, epsilon_inner, epsilon_outer)`,
 `Gripper.read_once().width`; every exception derives from RuntimeError or `FrankaException`.
+`RobotState.O_F_ext_hat_K` (6,) [N, N, N, Nm, Nm, Nm], libfranka's estimated external wrench acting on the
+stiffness frame K (the EE frame unless `setK` moved it; torque about K's origin), in the base frame, becomes
+`RobotState.ee_wrench` as is. Users report the real arm giving it the opposite sign (libfranka#26,
+franka_ros#254): before a controller relies on the sign, push the hand down once — fz must go negative.
 
 Franka compensates gravity inside its own controller: the controller config for franka must use
 `add_gravity: false`, or gravity is applied twice. We do not count on libfranka's torque-rate limiter or
@@ -99,7 +103,7 @@ class FrankaRobot(Robot):
         return RobotState(stamp_s=self._clock.stamp(sample.time.to_sec(), time.time()),
                           q_rad=np.array(sample.q, dtype=float), dq_rad_s=np.array(sample.dq, dtype=float),
                           tau_measured_nm=np.array(sample.tau_J, dtype=float), gripper_width_m=width_m,
-                          seq=self._seq)
+                          seq=self._seq, ee_wrench=np.array(sample.O_F_ext_hat_K, dtype=float))
 
     def read_state(self) -> RobotState:
         if self._state is None:

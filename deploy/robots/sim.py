@@ -33,7 +33,7 @@ class SimRobot(Robot):
         if sample is None:
             return self._latest
         self._latest = RobotState(sample.stamp_s, sample.q_rad, sample.dq_rad_s, sample.tau_nm,
-                                  sample.gripper_width_m, seq=sample.seq)
+                                  sample.gripper_width_m, seq=sample.seq, ee_wrench=sample.ee_wrench)
         return self._latest
 
     def read_state(self) -> RobotState:

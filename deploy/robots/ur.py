@@ -2,7 +2,7 @@
 
 ur_rtde calls used (verified against the 1.6.5 wheel): `rtde_receive.RTDEReceiveInterface(ip, frequency)`,
 `getTimestamp()` (controller time [s]), `getActualQ()`, `getActualQd()`, `getTargetMoment()`,
-`isConnected()`, `disconnect()`; `rtde_control.RTDEControlInterface(ip, frequency)`,
+`getActualTCPForce()`, `isConnected()`, `disconnect()`; `rtde_control.RTDEControlInterface(ip, frequency)`,
 `servoJ(q, speed, acceleration, time, lookahead_time, gain)` (speed/acceleration unused by ur_rtde),
 `servoStop()`, `stopScript()`, `disconnect()`. Connection failures raise RuntimeError.
 
@@ -92,11 +92,15 @@ class URRobot(Robot):
                                  q_rad=np.array(self._receive.getActualQ(), dtype=float),
                                  dq_rad_s=np.array(self._receive.getActualQd(), dtype=float),
                                  tau_measured_nm=np.array(self._receive.getTargetMoment(), dtype=float),
-                                 gripper_width_m=float("nan"), seq=self._seq)
+                                 gripper_width_m=float("nan"), seq=self._seq,
+                                 ee_wrench=np.array(self._receive.getActualTCPForce(), dtype=float))
         return self._state
 
     def read_state(self) -> RobotState:
-        """Latest sample; `tau_measured_nm` is the controller's target moment (UR has no joint torque sensors)."""
+        """Latest sample; `tau_measured_nm` is the controller's target moment (UR has no joint torque sensors);
+        `ee_wrench` is RTDE's actual_TCP_force: [Fx, Fy, Fz N, Tx, Ty, Tz Nm] at the TCP in the base frame,
+        payload compensated (e-series: the tool-flange F/T sensor, offset removed by zero_ftsensor() on the robot;
+        CB3: estimated from joint currents)."""
         if self._state is None:
             raise RobotConnectionError(f"no state from UR at {self.ip} yet: call connect() first")
         return self._state

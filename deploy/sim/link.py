@@ -18,12 +18,12 @@ import numpy as np
 from deploy.errors import ConfigError, RobotConnectionError
 
 MAGIC = 0x5EED1  # identifies a deploy sim link segment
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the state carries the external wrench on the end effector
 MODE_REALTIME, MODE_LOCKSTEP = 0.0, 1.0
 # header: magic, layout, mode, sim_time_s, heartbeat_wall_s, n_cameras, height, width, nq
 HEADER = 9
-# state: version, seq, stamp_s, q(7), dq(7), tau(7), gripper_width_m
-STATE = 3 + 7 * 3 + 1
+# state: version, seq, stamp_s, q(7), dq(7), tau(7), gripper_width_m, ee_wrench(6)
+STATE = 3 + 7 * 3 + 1 + 6
 # command: version, answers_seq, written_wall_s, tau(7), gripper_width_cmd_m
 COMMAND = 3 + 7 + 1
 FRAME_META = 3  # version, seq, stamp_s
@@ -44,6 +44,7 @@ class LinkState:
     dq_rad_s: np.ndarray
     tau_nm: np.ndarray
     gripper_width_m: float
+    ee_wrench: np.ndarray  # (6,) see deploy.robots.base.RobotState.ee_wrench
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,11 +132,12 @@ class LinkServer:
         with open(self._names_path, "w") as f:
             f.write("\n".join(camera_names))
 
-    def write_state(self, stamp_s: float, q_rad, dq_rad_s, tau_nm, gripper_width_m: float, sim_time_s: float) -> int:
+    def write_state(self, stamp_s: float, q_rad, dq_rad_s, tau_nm, gripper_width_m: float, ee_wrench,
+                    sim_time_s: float) -> int:
         self._state_seq += 1
         block = self._seg.state
         block[0] = -1.0
-        block[1:] = [self._state_seq, stamp_s, *q_rad, *dq_rad_s, *tau_nm, gripper_width_m]
+        block[1:] = [self._state_seq, stamp_s, *q_rad, *dq_rad_s, *tau_nm, gripper_width_m, *ee_wrench]
         block[0] = self._state_seq
         self._seg.header[3] = sim_time_s
         self._seg.header[4] = time.time()
@@ -228,7 +230,8 @@ class LinkClient:
         copy = _seqlock_read(self._seg.state)
         if copy is None:
             return None
-        return LinkState(int(copy[1]), float(copy[2]), copy[3:10], copy[10:17], copy[17:24], float(copy[24]))
+        return LinkState(int(copy[1]), float(copy[2]), copy[3:10], copy[10:17], copy[17:24], float(copy[24]),
+                         copy[25:31])
 
     def write_command(self, answers_seq: int, tau_nm, gripper_width_m: float) -> None:
         self._write_count += 1

@@ -100,7 +100,8 @@ class SimRunner:
     def _publish_state(self) -> None:
         q, dq, tau = self.sim.joint_state()
         stamp_s = self._stamp_s()
-        self._state_seq = self.link.write_state(stamp_s, q, dq, tau, self.sim.gripper_width_m(), self.sim.time_s)
+        self._state_seq = self.link.write_state(stamp_s, q, dq, tau, self.sim.gripper_width_m(), self.sim.ee_wrench(),
+                                                self.sim.time_s)
         self.link.write_qpos(self.sim.data.qpos, stamp_s)
 
     def _step(self, fresh: bool) -> None:

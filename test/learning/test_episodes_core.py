@@ -118,9 +118,11 @@ def test_commanded_labels_skip_the_homing_chunk_and_operator_steps_without_a_chu
     policy_chunk = np.tile(np.array([0.5, 0, 0.1, 0, 0, 0, 1, 0.0]), (4, 2, 1)) + k * [0.01, 0, 0, 0, 0, 0, 0, 0]
     human_chunk = np.full((4, 2, 8), np.nan)
     human_chunk[3] = policy_chunk[3] + [0, 0.05, 0, 0, 0, 0, 0, 0]
-    steps = {"stamp_s": stamps, "policy_chunk": policy_chunk, "policy_chunk_stamp_s": np.array([8.0, 10.05, 10.05, 10.1]),
+    steps = {"stamp_s": stamps, "policy_chunk": policy_chunk,
+             "policy_chunk_stamp_s": np.array([8.0, 10.05, 10.05, 10.1]),
              "intervention": np.array([0.0, 0.0, 1.0, 1.0]), "human_chunk": human_chunk,
-             "human_chunk_times_s": np.tile([0.02, 0.04], (4, 1)), "human_chunk_stamp_s": np.array([np.nan] * 3 + [10.15])}
+             "human_chunk_times_s": np.tile([0.02, 0.04], (4, 1)),
+             "human_chunk_stamp_s": np.array([np.nan] * 3 + [10.15])}
     usable, labels = commanded_chunk_labels(steps, dt_s=0.05)
     assert usable.tolist() == [False, True, False, True]
     np.testing.assert_allclose(labels[1, :, 0], [0.51, 0.52])  # the policy's chunk, stamped at this step

@@ -63,3 +63,12 @@ def test_pose_twist_and_labelled_array():
     assert (twist.linear.z, twist.angular.x) == (2.0, 3.0)
     values = {"lag_s": 0.12, "committed_steps": 3.0}
     assert conv.labelled_array_from_msg(conv.labelled_array_to_msg(values)) == values
+
+
+def test_wrench_round_trip_keeps_order_stamp_and_frame():
+    wrench = np.array([1.5, -2.0, 12.25, 0.1, -0.2, 0.03])  # [force N; torque N m]
+    msg = conv.wrench_to_msg(wrench, 7.125)
+    assert msg.header.frame_id == "base" and (msg.wrench.force.z, msg.wrench.torque.x) == (12.25, 0.1)
+    stamp_s, back = conv.wrench_from_msg(msg)
+    assert stamp_s == 7.125
+    np.testing.assert_array_equal(back, wrench)
