@@ -305,6 +305,17 @@ def _log_root(root: str | Path) -> dict[int, Path]:
     return episodes
 
 
+def finished_episodes(root: str | Path, skip: set[int] = frozenset()) -> list[tuple[int, Path, dict]]:
+    """(index, folder, outcome) of every closed episode under `root` not in `skip`, by index. Reads outcome files
+    only (no record scan): cheap enough to poll a growing log."""
+    found = []
+    for index, path in sorted(_episode_dirs(Path(root)).items()):
+        outcome_file = None if index in skip else _read_json(path / OUTCOME_FILE)
+        if outcome_file is not None:
+            found.append((index, path, outcome_file["outcome"]))
+    return found
+
+
 def list_episodes(root: str | Path) -> list[EpisodeSummary]:
     """Every episode under `root`, by index, without decoding any payload."""
     summaries = []

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploy.data.episodes import list_episodes, read_episode
+from deploy.data.episodes import finished_episodes, read_episode
 from deploy.errors import ConfigError
 from deploy.files import write_atomic
 from deploy.learning.bc import step_tensors
@@ -181,15 +181,14 @@ class Learner:
         if demonstrations and key not in self.demo_roots:
             self.demo_roots.append(key)
         added = 0
-        for summary in list_episodes(root):
-            wanted = summary.index in only if only is not None else summary.index not in seen
-            if not summary.complete or not wanted:
+        for index, path, outcome in finished_episodes(root, skip=set(seen) if only is None else set()):
+            if only is not None and index not in only:
                 continue
             if only is None:
-                seen.append(summary.index)
-            if demonstrations and not (summary.outcome or {}).get("success"):
+                seen.append(index)
+            if demonstrations and not outcome.get("success"):
                 continue
-            transitions = episode_transitions(summary.path, self.actor, self.config.intervention_penalty,
+            transitions = episode_transitions(path, self.actor, self.config.intervention_penalty,
                                               all_human=demonstrations)
             self.replay.extend(transitions)
             added += len(transitions.rewards)

@@ -16,7 +16,8 @@ from episode_log_writer import EPISODE0_STEPS, step_frames, step_values
 from harness import wait_until
 
 from deploy.cli import main
-from deploy.data.episodes import EpisodeWriter, episode_dir, find_episode, list_episodes, read_episode
+from deploy.data.episodes import (EpisodeWriter, episode_dir, find_episode, finished_episodes, list_episodes,
+                                   read_episode)
 from deploy.errors import ConfigError
 
 HERE = Path(__file__).resolve().parent
@@ -94,6 +95,20 @@ def test_next_index_follows_the_highest_episode_so_a_session_resumes(tmp_path):
     assert writer.index == 8
     assert [s.index for s in list_episodes(tmp_path)] == [0, 7, 8]
     assert read_episode(find_episode(tmp_path, 8)).meta == {"resumed": True}
+
+
+def test_finished_episodes_lists_closed_episodes_only_and_skips_the_given_ones(tmp_path):
+    assert finished_episodes(tmp_path) == []  # a log folder before its first episode
+    for success in (True, False):
+        with EpisodeWriter(tmp_path, {}) as writer:
+            writer.add_step({"x": 1.0})
+            writer.close({"success": success})
+    still_running = EpisodeWriter(tmp_path, {})
+    still_running.add_step({"x": 2.0})
+    assert [(i, o["success"]) for i, _, o in finished_episodes(tmp_path)] == [(0, True), (1, False)]
+    assert [i for i, _, _ in finished_episodes(tmp_path, skip={0})] == [1]
+    still_running.close({"success": True})
+    assert [i for i, _, _ in finished_episodes(tmp_path, skip={0, 1})] == [2]
 
 
 def test_exception_inside_the_writer_context_closes_the_episode_as_failed(tmp_path):
