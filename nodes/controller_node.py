@@ -8,7 +8,7 @@ import dataclasses
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -25,7 +25,7 @@ from deploy.errors import ConfigError
 from deploy.graph.description import TOPICS
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, connect_with_retry, declare_config, declare_prefixed, run_node
 from deploy.nodes.conversions import (chunk_from_msg, gripper_width_to_msg, joint_state_from_msg, joint_state_to_msg,
-                                      labelled_array_to_msg, pose_to_msg, time_to_msg)
+                                      labelled_array_to_msg, pose_to_msg, time_to_msg, wrench_to_msg)
 from deploy.robots.base import RobotState
 from deploy.robots.registry import make_robot
 
@@ -37,7 +37,7 @@ LOOP_RUNNERS = ("thread", "timer")
 class ControllerNodeConfig:
     robot: str = "sim"  # robot backend (sim|franka|ur|external); its options come as robot_params.<name>
     action_space: str = "cartesian"  # chunks executed: cartesian (~/chunk) or joint (~/joint_chunk)
-    state_publish_rate_hz: float = 250.0  # /robot/joint_states rate [Hz]
+    state_publish_rate_hz: float = 250.0  # /robot/joint_states (and /robot/ee_wrench) rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
     realtime_priority: int = 0  # SCHED_FIFO priority of the control thread (0 = normal scheduling; on 2 loaded
     # cores FIFO starved the DDS threads: /robot/joint_states fell from >100 to 20 Hz. Use it with spare cores.)
@@ -82,6 +82,7 @@ class ControllerNode(Node):
         self.create_service(Trigger, "~/estop", self.on_estop)
         self.create_service(Trigger, "~/release", self.on_release)
         self.state_pub = self.create_publisher(JointState, "/robot/joint_states", SENSOR_QOS)
+        self.wrench_pub = self.create_publisher(WrenchStamped, "/robot/ee_wrench", SENSOR_QOS)
         self.reference_pub = self.create_publisher(PoseStamped, "~/reference", SENSOR_QOS)
         self.status_pub = self.create_publisher(Float64MultiArray, "~/chunk_status", SENSOR_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
@@ -160,6 +161,8 @@ class ControllerNode(Node):
         if ticks % self._state_every == 0:
             self.state_pub.publish(joint_state_to_msg(state.stamp_s, state.q_rad, state.dq_rad_s,
                                                       state.tau_measured_nm, state.gripper_width_m))
+            if state.ee_wrench is not None:  # the backend measures it
+                self.wrench_pub.publish(wrench_to_msg(state.ee_wrench, state.stamp_s))
         if ticks % self._reference_every == 0:
             self.reference_pub.publish(pose_to_msg(record.reference_position_m, record.reference_quat_xyzw,
                                                    state.stamp_s))

@@ -1,7 +1,9 @@
 """The proprioception node on the real sim graph (`deploy launch robot`: sim, controller, proprioception; no
 policy): while the arm moves, every published TCP pose equals the sim's own TCP site pose for the published
 joint configuration (MuJoCo on the sim's scene, not the node's model code), the twist equals J(q) dq, the
-gripper width follows the gripper, and joint states come at the configured rate in their own stamps.
+gripper width follows the gripper, and joint states come at the configured rate in their own stamps; the
+external wrench comes with the same stamps, zero in free space and pointing up while the hand presses on the
+table.
 
 The graph runs in lockstep (sim time): the sim steps only when the controller answered, so the samples the
 node decimates exist at 250 Hz of sim time however loaded this machine is, and the rate measured from the
@@ -12,18 +14,19 @@ import time
 import mujoco
 import numpy as np
 import pytest
-from geometry_msgs.msg import PoseStamped, TwistStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from deploy.control.chunks import CARTESIAN, Chunk
-from deploy.nodes.conversions import chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
+from deploy.nodes.conversions import chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg, wrench_from_msg
 from deploy.sim import scene
 from harness import Probe, wait_until
 
 RATE_HZ = 100.0  # config/proprioception.yaml
+STIFFNESS_N_PER_M = 1000.0  # config/controller_sim.yaml impedance.translational_stiffness_n_per_m
 WINDOW_S = 6.0  # sim time judged
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])  # TCP pointing down, xyzw
 HOME_TCP = np.array([0.307, 0.0, 0.441])
@@ -74,7 +77,8 @@ def moving_robot(launch_graph, domain_id):
     probe = Probe(domain_id, use_sim_time=True)  # chunks are stamped with the graph's (sim) time
     seen = {"joints": probe.collect(JointState, "/proprio/joint_states", EVERY_MESSAGE),
             "pose": probe.collect(PoseStamped, "/proprio/ee_pose", EVERY_MESSAGE),
-            "twist": probe.collect(TwistStamped, "/proprio/ee_twist", EVERY_MESSAGE)}
+            "twist": probe.collect(TwistStamped, "/proprio/ee_twist", EVERY_MESSAGE),
+            "wrench": probe.collect(WrenchStamped, "/proprio/ee_wrench", EVERY_MESSAGE)}
     chunks = probe.node.create_publisher(MultiDOFJointTrajectory, "/controller/chunk", 10)
     graph = launch_graph("robot", "cameras:=", "sim_mode:=lockstep")
     try:
@@ -133,3 +137,49 @@ def test_pose_twist_gripper_and_rate_match_the_sim(moving_robot):
     assert span_s >= WINDOW_S - 0.1, span_s
     rate_hz = (len(stamps_s) - 1) / span_s
     assert rate_hz == pytest.approx(RATE_HZ, rel=0.05), (rate_hz, np.diff(stamps_s).max())
+
+    wrenches = moving_robot["wrench"]
+    assert {stamp_key(m) for m in wrenches} <= set(by_stamp), "wrench stamps must be the stamps of joint states"
+    assert len(wrenches) >= 0.95 * len(joints), (len(wrenches), len(joints))  # the same decimation
+    assert {m.header.frame_id for m in wrenches} == {"base"}
+    values = np.array([wrench_from_msg(m)[1] for m in wrenches])
+    assert np.all(values == 0.0), np.abs(values).max()  # free space; the closed fingers touch only each other
+
+
+PRESS_XY = np.array([0.35, 0.2])  # outside the cube's start region: the fingertips meet the bare table
+PRESS_Z = 0.005  # the safety box's floor; closed fingertips stop the TCP ~1.8 cm above it
+PRESS_S = 4.0  # sim time pressing [s]
+
+
+def test_wrench_points_up_while_the_hand_presses_on_the_table(launch_graph, domain_id):
+    """The controller's impedance pulls the TCP below the table top: the table pushes the hand up (+z, the
+    force acting ON the robot), with about the stiffness times the TCP's height above the reference."""
+    probe = Probe(domain_id, use_sim_time=True)
+    poses = probe.collect(PoseStamped, "/proprio/ee_pose", EVERY_MESSAGE)
+    wrenches = probe.collect(WrenchStamped, "/proprio/ee_wrench", EVERY_MESSAGE)
+    chunks = probe.node.create_publisher(MultiDOFJointTrajectory, "/controller/chunk", 10)
+    graph = launch_graph("robot", "cameras:=", "sim_mode:=lockstep")
+    try:
+        assert wait_until(lambda: len(wrenches) > 20 and len(poses) > 20, timeout_s=90), graph.output[-3000:]
+        start_s = newest_stamp_s(wrenches)
+        deadline = time.monotonic() + 200.0
+        while (elapsed_s := newest_stamp_s(wrenches) - start_s) < PRESS_S:
+            assert time.monotonic() < deadline, f"{elapsed_s:.2f} s of sim time\n{graph.output[-3000:]}"
+            send_target(probe, chunks, np.array([*PRESS_XY, PRESS_Z]), 0.0)  # closed: the fingertips reach lowest
+            time.sleep(0.05)
+        assert graph.interrupt() == 0, graph.output[-3000:]
+    finally:
+        probe.close()
+
+    free = [wrench_from_msg(m)[1] for _, m in wrenches if time_from_msg(m.header.stamp) <= start_s]
+    assert free and np.all(np.array(free) == 0.0), "before the move the hand touches nothing"
+    end_s = newest_stamp_s(wrenches)
+    settled = np.array([wrench_from_msg(m)[1] for _, m in wrenches if time_from_msg(m.header.stamp) > end_s - 0.5])
+    heights_m = np.array([pose_from_msg(m)[1][2] for _, m in poses if time_from_msg(m.header.stamp) > end_s - 0.5])
+    assert len(settled) > 20 and len(heights_m) > 20
+    assert np.all(np.isfinite(settled))
+    force_n = np.median(settled[:, :3], axis=0)
+    expected_n = STIFFNESS_N_PER_M * (np.median(heights_m) - PRESS_Z)  # the impedance's pull towards the table
+    assert 0.01 < np.median(heights_m) < 0.03, heights_m  # resting on the fingertips, above the reference
+    assert force_n[2] == pytest.approx(expected_n, rel=0.15), (force_n, expected_n)
+    assert np.linalg.norm(force_n[:2]) < 0.3 * force_n[2], force_n  # mostly up

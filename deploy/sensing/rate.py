@@ -41,8 +41,9 @@ class StampDecimator:
 class StampMatcher:
     """Decimates a second stream exactly like the first: passes the side samples whose stamp the first stream's
     decimator accepted, whichever of the two arrives first (two topics published together arrive over DDS in
-    either order). Each side remembers its last `depth` unmatched stamps, so memory stays bounded when a side
-    sample never gets a partner (its stamp was decimated away) or the other stream stops."""
+    either order). Stamps match by equality: the publisher stamps both messages from one sample. Each side
+    remembers its last `depth` unmatched stamps, so memory stays bounded when a side sample never gets a
+    partner (its stamp was decimated away) or the other stream stops."""
 
     def __init__(self, depth: int = 100):
         if depth < 1:

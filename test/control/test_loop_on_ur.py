@@ -51,6 +51,9 @@ class ServoedArm:
             def getTargetMoment(self):
                 return [0.0] * 6
 
+            def getActualTCPForce(self):
+                return [0.0] * 6
+
             def isConnected(self):
                 return True
 

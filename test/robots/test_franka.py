@@ -84,6 +84,7 @@ class FakeFranka(types.ModuleType):
                 self.dq = [0.01 * tick] * 7
                 self.tau_J = [float(tick)] * 7
                 self.O_T_EE = [0.0] * 12 + [0.3, 0.0, 0.45, 1.0]
+                self.O_F_ext_hat_K = [1.0 * tick, 2.0, -3.0, 0.1, -0.2, 0.3]  # [N, N, N, Nm, Nm, Nm]
 
         class Torques:
             def __init__(self, tau_J):
@@ -170,6 +171,8 @@ def test_states_are_mapped_and_paced_by_the_robot_clock(fake, model):
     assert abs(states[-1].stamp_s - time.time()) < 1.0  # on the wall clock
     np.testing.assert_allclose(states[0].q_rad, np.array(HOME_Q_RAD) + 1e-4)
     np.testing.assert_allclose(states[0].tau_measured_nm, 1.0)
+    np.testing.assert_array_equal(states[0].ee_wrench, [1.0, 2.0, -3.0, 0.1, -0.2, 0.3])  # O_F_ext_hat_K, in order
+    assert states[1].ee_wrench[0] == 2.0  # every sample carries its own wrench
     assert states[0].gripper_width_m == pytest.approx(0.08)
     assert robot.wait_for_state(first.seq, 0.01) is states[-1]  # a newer sample exists: no extra readOnce
     assert robot.tcp_model_error_m is not None and robot.tcp_model_error_m < 0.2

@@ -122,6 +122,9 @@ class FakeRTDE:
             def getTargetMoment(self):
                 return [1.0] * 6
 
+            def getActualTCPForce(self):
+                return [4.0, -5.0, 6.0, 0.4, -0.5, 0.6]  # [Fx, Fy, Fz N, Tx, Ty, Tz Nm], base frame
+
             def isConnected(self):
                 return True
 
@@ -174,6 +177,7 @@ def test_wait_for_state_is_paced_by_the_controller_timestamp(fake):
     assert np.all(stamp_steps_s > 0)
     assert np.median(stamp_steps_s) == pytest.approx(0.002, abs=1e-5)  # the controller's clock, not poll jitter
     assert states[0].q_rad.shape == (6,) and np.isnan(states[0].gripper_width_m)
+    np.testing.assert_array_equal(states[0].ee_wrench, [4.0, -5.0, 6.0, 0.4, -0.5, 0.6])  # getActualTCPForce
     assert robot.command_gripper(0.04) != robot.command_gripper(0.04)  # NaN: nothing commanded
     robot.stop()
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from deploy.errors import ConfigError
-from deploy.sensing.rate import StampDecimator
+from deploy.sensing.rate import StampDecimator, StampMatcher
 
 
 def decimate(stamps_s, rate_hz):
@@ -53,3 +53,39 @@ def test_duplicates_are_dropped_and_time_going_back_starts_a_new_grid():
 def test_rate_must_be_positive():
     with pytest.raises(ConfigError, match="rate_hz must be positive, got 0"):
         StampDecimator(0.0)
+
+
+def test_matcher_passes_exactly_the_accepted_stamps_whichever_stream_arrives_first():
+    rng = np.random.default_rng(3)
+    stamps = 1.7e9 + np.arange(0, 4.0, 0.004)  # a 250 Hz source, decimated to 100 Hz
+    decimator, matcher = StampDecimator(100.0), StampMatcher(depth=100)
+    accepted, passed = [], []
+    for stamp in stamps:
+        events = [("reference", stamp), ("side", stamp)]
+        if rng.random() < 0.5:
+            events.reverse()  # the side sample (e.g. the wrench) overtook the joint state
+        for stream, s in events:
+            if stream == "reference":
+                if decimator.accept(s):
+                    accepted.append(s)
+                    match = matcher.accepted(s)
+                    if match is not None:
+                        passed.append(match)
+            else:
+                match = matcher.offer(s, ("wrench", s))
+                if match is not None:
+                    passed.append(match)
+    assert [s for _, s in passed] == accepted and len(accepted) == pytest.approx(400, abs=2)
+
+
+def test_matcher_memory_stays_bounded_and_late_partners_beyond_it_are_dropped():
+    matcher = StampMatcher(depth=3)
+    for stamp in range(10):  # side samples that never find a partner
+        assert matcher.offer(float(stamp), stamp) is None
+    assert matcher.accepted(0.0) is None  # forgotten: only the newest 3 are kept
+    assert matcher.accepted(9.0) == 9
+    for stamp in range(20, 30):  # accepted stamps whose side sample never comes
+        matcher.accepted(float(stamp))
+    assert matcher.offer(20.0, "late") is None and matcher.offer(29.0, "on time") == "on time"
+    with pytest.raises(ConfigError, match="depth must be at least 1, got 0"):
+        StampMatcher(depth=0)

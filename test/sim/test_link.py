@@ -39,6 +39,7 @@ def test_lockstep_robot_advances_one_millisecond_per_answered_state(sim_process)
     np.testing.assert_allclose(steps[5:], 0.001, atol=1e-9)
     assert np.all(np.diff(seqs) == 1)
     assert np.abs(state.q_rad - q0).max() < 2e-3  # gravity compensation over the link holds the arm
+    np.testing.assert_array_equal(state.ee_wrench, np.zeros(6))  # the wrench travels too: the hand touches nothing
     robot.stop()
     with pytest.raises(RobotConnectionError, match="not connected"):
         robot.command_torque(np.zeros(7))
