@@ -182,10 +182,10 @@ class ControllerNode(Node):
         self.loop.offer_chunk(chunk, space)
 
     def on_intervention_active(self, msg: Bool):
-        """Authority changed hands: the new writer's chunks are not averaged with the old writer's."""
+        """Authority changed hands: the new writer's chunks are not averaged with the old writer's, and glide in."""
         if msg.data != self._operator_active:
             self._operator_active = msg.data
-            self.loop.restart_ensemble()
+            self.loop.writer_changed()
 
     def on_hold(self, request, response):
         self.loop.safety.hold()

@@ -129,6 +129,7 @@ class InterventionNode(Node):
             self.flag_pub.publish(Bool(data=False))
             return
         tick = self.mux.tick(now_s, observation)
+        self.flag_pub.publish(Bool(data=tick.human))  # first: the controller restarts its blending on an edge
         if tick.chunk is not None:
             msg = chunk_to_msg(tick.chunk, CARTESIAN)
             self.cartesian_out.publish(msg)
@@ -136,7 +137,6 @@ class InterventionNode(Node):
         for event in tick.events:
             self.event_pub.publish(String(data=event))
             self.get_logger().info(f"operator event: {event}")
-        self.flag_pub.publish(Bool(data=tick.human))
         if tick.switched:
             why = self.operator.status()
             self.get_logger().info(("operator took over" if tick.human else "authority back to the policy")

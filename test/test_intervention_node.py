@@ -26,6 +26,8 @@ from deploy.sensing.observation import Observation
 DEEP_SENSOR_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.BEST_EFFORT)  # the probe may lag behind
 NORMAL_SPEED_M_S = 0.35  # reference speed bound while switching: above every commanded speed (expert 0.2 m/s,
 # keyboard 0.1 m/s, circle 0.08 m/s), below the controller's safety clip (0.5 m/s) that a jump would hit
+GLIDE_SPEED_M_S = 0.45  # at a takeover: the operator's 0.2 m/s plus the glide (0.1 m/s, re-spliced with every
+# operator chunk, which adds up to ~2x); a jump would be clipped at exactly the safety layer's 0.5 m/s
 SAFETY_SPEED_CLIP_M_S = 0.5  # the measured TCP at a keyboard takeover: the operator starts at the measured TCP,
 # so the reference drops the arm's lag behind the circle and the arm settles there; a jump would be clipped here
 
@@ -209,12 +211,14 @@ def test_scripted_operator_takes_over_and_hands_back_bumplessly_with_one_writer(
     last_human_stamp = max(stamp for s, stamp in sources if s == "human")
     resumed = [stamp for s, stamp in sources if s == "policy" and stamp > last_human_stamp]
     assert resumed and min(resumed) > last_human_stamp
-    # The controller restarts its temporal ensemble on /intervention/active edges: the operator's first chunks
-    # are not averaged with the policy's last one (which once stepped the reference into the 0.5 m/s clip).
-    for name, t in (("takeover", takeover_t), ("hand-back", handback_t)):
+    # On /intervention/active edges the controller restarts its temporal ensemble (the operator's first chunks
+    # are not averaged with the policy's last one) and glides from the reference to the operator's start at the
+    # measured pose (chunks.seam_speed; the arm lags the reference by up to 4 cm on a loaded machine). Before,
+    # the reference stepped into the safety clip (0.5 m/s) at every takeover.
+    for name, t, bound in (("takeover", takeover_t, GLIDE_SPEED_M_S), ("hand-back", handback_t, NORMAL_SPEED_M_S)):
         speed, step, samples = recorder.continuity(recorder.reference, t - 1.0, t + 2.0)  # 150 samples when idle
         assert samples >= 4, f"{name}: only {samples} reference samples"
-        assert speed < NORMAL_SPEED_M_S, f"{name}: reference jumped ({speed:.3f} m/s, step {step * 1000:.1f} mm)"
+        assert speed < bound, f"{name}: reference jumped ({speed:.3f} m/s, step {step * 1000:.1f} mm)"
     assert "operator took over" in mux.output and "authority back to the policy" in mux.output
     assert mux.stop() == 0, mux.output[-3000:]
 

@@ -136,8 +136,9 @@ class DensePlan:
     Also keeps the plan's knots (K,) / (K, A): the points a strategy may freeze or merge at the next splice.
     """
 
-    def __init__(self, times_s, values, knot_times_s, knot_values, quat: slice | None):
+    def __init__(self, times_s, values, knot_times_s, knot_values, quat: slice | None, fade_end_s: float = -math.inf):
         self.times_s, self.values = times_s, values  # (N,), (N, A)
+        self.fade_end_s = fade_end_s  # until then the plan still fades in from the one before it
         self.knot_times_s, self.knot_values = knot_times_s, knot_values  # (K,), (K, A)
         self.quat = quat
         self._times_list = times_s.tolist()
@@ -191,15 +192,19 @@ def build_plan(
     seam_speed: float = math.inf,
 ) -> DensePlan:
     """Dense plan through the knots from start_s on, faded in from `previous` so the reference keeps its value,
-    velocity and acceleration at the splice (quintic ramp). The fade lasts blend_s, or longer when closing the
-    gap between the two plans in blend_s would add more than `seam_speed` (units/s, quaternion aside): a new
-    writer starting far from the executing reference (an operator taking over) glides there instead of jumping."""
+    velocity and acceleration at the splice (quintic ramp). The fade lasts blend_s, or, given a finite
+    `seam_speed` (a new writer), as long as closing the gap between the two plans no faster than that needs
+    (units/s, quaternion aside): an operator starting away from the executing reference glides there instead of
+    jumping. A fade still under way keeps its end time when the next chunk is spliced in (chunks come faster
+    than a long glide lasts; restarting it each time would never arrive)."""
     interp = Interpolant(knot_times_s, knot_values, method, quat)
     fade = previous is not None and blend_s > 0.0
-    if fade:
+    if fade and math.isfinite(seam_speed):
         other = _other(knot_values.shape[1], quat)
         gap = float(np.abs(interp(np.array([start_s]))[0, other] - previous.sample(start_s)[other]).max())
         blend_s = max(blend_s, SMOOTHSTEP5_PEAK_SLOPE * gap / seam_speed)
+    elif fade:
+        blend_s = max(blend_s, previous.fade_end_s - start_s)
     end_s = max(knot_times_s[-1], start_s + blend_s) if fade else knot_times_s[-1]
     grid = dense_grid(start_s, knot_times_s, end_s, dt_s)  # (N,)
     values = interp(grid)  # (N, A)
@@ -210,4 +215,4 @@ def build_plan(
     if quat is not None:
         ref = previous.sample(start_s)[quat] if previous is not None else None
         values[:, quat] = continuous_quat(values[:, quat], ref)
-    return DensePlan(grid, values, knot_times_s, knot_values, quat)
+    return DensePlan(grid, values, knot_times_s, knot_values, quat, start_s + blend_s if fade else -math.inf)

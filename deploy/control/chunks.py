@@ -89,7 +89,7 @@ class ChunkExecutorConfig:
     strategy: str = "temporal_ensemble"  # one of STRATEGIES
     interpolation: str = "cubic"  # "linear" (lerp/slerp), "cubic" (C2 splines), "minimum_jerk" (natural quintic)
     continuity_blend_s: float = 0.05  # fade from the executed reference into a new plan [s]; 0 = raw switch
-    seam_speed: float = 0.15  # longer fades where closing the old/new gap would add more speed [m/s | rad/s]
+    seam_speed: float = 0.1  # after a change of writer, fade long enough to close the gap no faster [m/s | rad/s]
     ensemble_decay: float = 0.01  # ACT's m: weight exp(-m k), k = 0 for the oldest chunk covering t
     merge_old_weight: float = 0.3  # weighted_merge: overlap = old·w_old + new·w_new (normalised)
     merge_new_weight: float = 0.7
@@ -165,6 +165,7 @@ class Splice:
     live: tuple[_LiveChunk, ...]  # chunks the temporal ensemble still covers after the splice
     committed_steps: int
     points_late: int
+    glide: bool = False  # the first splice after a change of writer: it glides in at seam_speed
 
 
 class ChunkExecutor:
@@ -179,8 +180,9 @@ class ChunkExecutor:
 
     def __init__(self, config: ChunkExecutorConfig, space: ActionSpace):
         self.config, self.space = config, space
-        self._lock = threading.Lock()  # guards the (generation, plan, live) snapshot `prepare` reads
+        self._lock = threading.Lock()  # guards the (generation, plan, live, glide) snapshot `prepare` reads
         self._generation = 0
+        self._glide_next = False
         self.reset()
 
     def reset(self, reference: np.ndarray | None = None) -> None:
@@ -205,18 +207,15 @@ class ChunkExecutor:
             self._live = ()
         self._committed = 0
 
-    def restart_ensemble(self) -> None:
-        """Chunks received so far stop voting in the temporal ensemble; the plan executing now runs on.
-
-        Called when authority changes hands (policy <-> operator): the new writer's chunks must not be averaged
-        with the old writer's. The next chunk fades in from the executing plan as any splice does. A splice
-        prepared before this call no longer fits (it averaged the old chunks) and is rebuilt.
-        """
+    def writer_changed(self) -> None:
+        """Authority changed hands (policy <-> operator): chunks received so far stop voting in the temporal
+        ensemble (the new writer's are never averaged with the old writer's), and the next chunk glides in from
+        the executing reference no faster than seam_speed (the operator starts at the measured pose, which can lag
+        the reference by centimetres). A splice prepared before this call no longer fits and is rebuilt."""
         with self._lock:
-            if not self._live:
-                return
             self._generation += 1
             self._live = ()
+            self._glide_next = True
 
     @property
     def generation(self) -> int:
@@ -235,7 +234,7 @@ class ChunkExecutor:
         """
         actions = self.space.check(chunk.actions)  # (H, A)
         with self._lock:
-            generation, old, live_chunks = self._generation, self._plan, self._live
+            generation, old, live_chunks, glide = self._generation, self._plan, self._live, self._glide_next
         abs_times_s = chunk.stamp_s + chunk.times_s  # (H,)
         live = abs_times_s >= splice_s
         points_late = int((~live).sum())
@@ -246,9 +245,10 @@ class ChunkExecutor:
                                                                           live_chunks)
         plan = build_plan(
             knot_times_s, knot_values, splice_s, self.config.interpolation, self.space.quat,
-            self.config.plan_dt_s, old, self.config.continuity_blend_s, self.config.seam_speed,
+            self.config.plan_dt_s, old, self.config.continuity_blend_s,
+            self.config.seam_speed if glide else math.inf,
         )
-        return Splice(chunk, splice_s, generation, plan, live_chunks, committed, points_late)
+        return Splice(chunk, splice_s, generation, plan, live_chunks, committed, points_late, glide)
 
     def commit(self, splice: Splice, now_s: float) -> bool:
         """Swap in a prepared splice; False (nothing changed) if it was built on a plan no longer executing.
@@ -265,6 +265,7 @@ class ChunkExecutor:
                 return True
             self._generation += 1
             self._plan, self._live = splice.plan, splice.live
+            self._glide_next = self._glide_next and not splice.glide
         chunk = splice.chunk
         self._lag_s, self._committed, self._weight_version = (splice.splice_s - chunk.stamp_s,
                                                               splice.committed_steps, chunk.weight_version)

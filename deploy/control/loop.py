@@ -150,9 +150,9 @@ class ControlLoop:
                     self._slot = splice  # tick re-splices it (rare)
                     return
 
-    def restart_ensemble(self) -> None:
-        """Authority changed hands: see ChunkExecutor.restart_ensemble (any thread)."""
-        self.executor.restart_ensemble()
+    def writer_changed(self) -> None:
+        """Authority changed hands: see ChunkExecutor.writer_changed (any thread)."""
+        self.executor.writer_changed()
 
     def _splice_time_s(self, chunk: Chunk) -> float:
         """The first tick at least the splice lead after the latest one (ticks come every period on the robot

@@ -247,7 +247,7 @@ def test_blended_reference_is_smooth_for_consistent_chunks_and_jumps_for_inconsi
 
 def test_safety_trips_name_the_chunk_being_executed():
     chunks = [timed(1.0), timed(1.2), timed(1.4, x=0.9)]  # the third leaves the workspace box (x <= 0.75)
-    execution = metrics.execute(chunks, ChunkExecutorConfig(seam_speed=10.0))  # jumps in, not a 0.15 m/s glide
+    execution = metrics.execute(chunks, ChunkExecutorConfig())
     trips, events = metrics.safety_events(execution, [c.arrival_s for c in chunks], SafetyConfig(),
                                           MujocoRobotModel())
     assert trips.get("workspace") == 1
