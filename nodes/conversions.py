@@ -251,23 +251,30 @@ def labelled_array_from_msg(msg: Float64MultiArray) -> dict[str, float]:
     return {d.label: float(v) for d, v in zip(msg.layout.dim, msg.data)}
 
 
-def twist_to_msg(twist_lin_ang, stamp_s: float, frame_id: str = BASE_FRAME) -> TwistStamped:
-    """(6,) [linear m/s; angular rad/s] -> TwistStamped."""
-    msg = TwistStamped()
+def _stamped(msg_class, stamp_s: float, frame_id: str):
+    msg = msg_class()
     msg.header.stamp = time_to_msg(stamp_s)
     msg.header.frame_id = frame_id
-    msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = (float(v) for v in twist_lin_ang[:3])
-    msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = (float(v) for v in twist_lin_ang[3:])
+    return msg
+
+
+def _set_xyz(vector, values) -> None:
+    vector.x, vector.y, vector.z = (float(v) for v in values)
+
+
+def twist_to_msg(twist_lin_ang, stamp_s: float, frame_id: str = BASE_FRAME) -> TwistStamped:
+    """(6,) [linear m/s; angular rad/s] -> TwistStamped."""
+    msg = _stamped(TwistStamped, stamp_s, frame_id)
+    _set_xyz(msg.twist.linear, twist_lin_ang[:3])
+    _set_xyz(msg.twist.angular, twist_lin_ang[3:])
     return msg
 
 
 def wrench_to_msg(wrench, stamp_s: float, frame_id: str = BASE_FRAME) -> WrenchStamped:
     """(6,) [force N; torque N m] -> WrenchStamped."""
-    msg = WrenchStamped()
-    msg.header.stamp = time_to_msg(stamp_s)
-    msg.header.frame_id = frame_id
-    msg.wrench.force.x, msg.wrench.force.y, msg.wrench.force.z = (float(v) for v in wrench[:3])
-    msg.wrench.torque.x, msg.wrench.torque.y, msg.wrench.torque.z = (float(v) for v in wrench[3:])
+    msg = _stamped(WrenchStamped, stamp_s, frame_id)
+    _set_xyz(msg.wrench.force, wrench[:3])
+    _set_xyz(msg.wrench.torque, wrench[3:])
     return msg
 
 
