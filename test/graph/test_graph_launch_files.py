@@ -85,6 +85,8 @@ CASES = [
     ("real_robot.launch.py", {}),
     ("real_robot.launch.py", {"robot": "franka", "cameras": ""}),
     ("real_robot.launch.py", {"robot": "external", "cameras": "", "use_sim_time": "true"}),
+    ("teleop_session.launch.py", {}),
+    ("teleop_session.launch.py", {"device": "keyboard", "learn": "false", "episodes": "5"}),
 ]
 
 
@@ -103,7 +105,7 @@ def test_launch_file_nodes_equal_the_runner_commands(launch_file, overrides, mon
         assert [type(a).__name__ for a in on_exit] == (["Shutdown"] if expected.required else [])
 
 
-@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real_robot.launch.py"])
+@pytest.mark.parametrize("launch_file", ["sim.launch.py", "real_robot.launch.py", "teleop_session.launch.py"])
 def test_launch_file_declares_every_argument_and_the_dds_transport(launch_file, monkeypatch):
     graph_name, entities, _ = load_and_run(launch_file, {}, monkeypatch)
     declared = [e for e in entities if type(e).__name__ == "DeclareLaunchArgument"]
