@@ -107,7 +107,8 @@ def main() -> int:
             shutil.rmtree(out)
         out.mkdir(parents=True)
         shutil.copytree(ns.weak, start)
-        deploy("launch", "teleop_session", f"policy:={start.resolve()}", f"demos:={ns.demos}",
+        cameras = ",".join(json.loads((start / CONFIG_FILE).read_text())["metadata"]["image_keys"])
+        deploy("launch", "teleop_session", f"policy:={start.resolve()}", f"demos:={ns.demos}", f"cameras:={cameras}",
                f"session:={out / 'rl'}", f"episodes:={ns.episodes}", f"publish_period:={ns.publish_period}",
                "--domain-id", str(ns.domain_id), log=out / "session.log")
         (out / "session_minutes.txt").write_text(f"{(time.monotonic() - started) / 60:.2f}\n")

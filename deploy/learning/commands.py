@@ -26,13 +26,18 @@ def _summary(outcomes: list[dict], policy: str, output: Path) -> dict:
     return summary
 
 
+def _camera_names(text: str) -> tuple[str, ...]:
+    """'front,wrist' -> ('front', 'wrist'); '' -> () (no cameras: a state-only policy)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _run(policy: str, ns: argparse.Namespace, label: str) -> dict:
     """Run ns.episodes seeded episodes of `policy` through the sim graph, logged under ns.output; -> summary."""
     from deploy.nodes.episode_node import run_episodes
 
     output = Path(ns.output)
     output.mkdir(parents=True, exist_ok=True)
-    outcomes = run_episodes(policy, ns.episodes, ns.seed, output, ns.cameras.split(","), ns.domain_id,
+    outcomes = run_episodes(policy, ns.episodes, ns.seed, output, _camera_names(ns.cameras), ns.domain_id,
                             ns.timeout, label)
     return _summary(outcomes, policy, output)
 
@@ -49,7 +54,11 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     if not ns.policy.startswith("scripted:"):
         from deploy.policies.checkpoint import load_checkpoint
 
-        load_checkpoint(checkpoint)  # a bad checkpoint fails here, in one line, before the graph starts
+        policy = load_checkpoint(checkpoint)  # a bad checkpoint fails here, in one line, before the graph starts
+        if ns.cameras is None:  # render only what the policy reads: cameras cost CPU that the policy's latency needs
+            ns.cameras = ",".join(policy.metadata.image_keys)
+    if ns.cameras is None:
+        ns.cameras = DEFAULT_CAMERAS
     summary = _run(checkpoint, ns, "eval")
     print(f"deploy eval: success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']} "
           f"seeded episodes, seeds {ns.seed + 1}..{ns.seed + summary['episodes']}); "
@@ -73,7 +82,7 @@ def _cmd_train_bc(ns: argparse.Namespace) -> int:
     from deploy.learning.bc import BCConfig, train_bc
 
     config = BCConfig(kind=ns.kind, steps=ns.steps, batch_size=ns.batch_size, learning_rate=ns.lr, seed=ns.seed,
-                      max_episodes=ns.max_episodes, cameras=tuple(c for c in ns.cameras.split(",") if c),
+                      max_episodes=ns.max_episodes, cameras=_camera_names(ns.cameras),
                       state_keys=tuple(k for k in ns.state.split(",") if k), image_size=ns.image_size,
                       architecture=_json_object(ns.arch, "--arch"), labels=ns.labels,
                       corrections=tuple(ns.corrections))
@@ -99,8 +108,11 @@ def register(commands) -> None:
     evaluate.add_argument("--output", default="runs/eval", help="folder for the episode log and summary.json")
     evaluate.add_argument("--seed", type=int, default=1000, help="episode k uses cube seed SEED + k (default 1000)")
     evaluate.set_defaults(func=_cmd_eval)
+    collect.add_argument("--cameras", default=DEFAULT_CAMERAS, help=f"cameras to run and log (default {DEFAULT_CAMERAS})")
+    evaluate.add_argument("--cameras", default=None,
+                          help="cameras to run and log (default: those the checkpoint reads; scripted: "
+                               f"{DEFAULT_CAMERAS})")
     for sub in (collect, evaluate):
-        sub.add_argument("--cameras", default=DEFAULT_CAMERAS, help=f"cameras to run and log (default {DEFAULT_CAMERAS})")
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds before an episode fails (default 30)")
         sub.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
 

@@ -2,6 +2,7 @@
 checkpoint producing chunks; `deploy eval` refusing a bad checkpoint in one line."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +67,20 @@ def test_train_bc_on_the_logged_episode_writes_a_loadable_checkpoint(demo_log, t
     assert chunk.shape == (16, 8) and np.isfinite(chunk).all()
     # trained on pushes near the table: the chunk lies inside the demonstrated workspace
     assert 0.3 < chunk[:, 0].mean() < 0.7 and 0.0 < chunk[:, 2].mean() < 0.5
+
+
+def test_eval_renders_only_the_cameras_the_checkpoint_reads(tmp_path):
+    from harness import fresh_domain_id
+
+    weak = Path(__file__).resolve().parents[2] / "checkpoints" / "push_weak"
+    assert load_checkpoint(weak).metadata.image_keys == ()  # a state-only policy
+    result = deploy_cli("eval", "--policy", str(weak), "--episodes", "1", "--timeout", "3", "--output",
+                        str(tmp_path), domain_id=fresh_domain_id())
+    assert result.returncode == 0, result.stdout + result.stderr
+    [summary] = list_episodes(tmp_path)
+    episode = read_episode(summary.path)
+    assert episode.num_steps > 20 and episode.cameras == {}
+    assert np.isfinite(episode.steps["ee_pose"][-1]).all()
 
 
 def test_eval_refuses_a_missing_checkpoint_in_one_line(tmp_path):
