@@ -206,7 +206,8 @@ _RECORDER = NodeSpec("recorder", "recorder_node", "deploy.nodes.recorder_node",
 _REAL_ROBOT_NODES = (
     dataclasses.replace(_RECORDER, condition=Condition("record", ("true",))),  # first: stops last
     NodeSpec("sim", "sim_node", "deploy.nodes.sim_node", ("sim.yaml",),
-             parameters=(InlineParam("seed", "{seed}", "int"), InlineParam("mode", "{sim_mode}")),
+             parameters=(InlineParam("seed", "{seed}", "int"), InlineParam("mode", "{sim_mode}"),
+                         InlineParam("cameras", "{cameras}")),
              required=True, condition=Condition("robot", ("sim",))),
     NodeSpec("controller", "controller_node", "deploy.nodes.controller_node", ("controller_{robot}.yaml",),
              remappings=(("~/chunk", TOPICS["controller_chunk"]),

@@ -33,6 +33,7 @@ MODES = ("realtime", "lockstep")
 class SimConfig:
     mode: str = "realtime"  # realtime | lockstep
     seed: int = 0  # cube start pose of the first episode; episode k uses seed + k
+    cameras: str = "front,wrist"  # comma-separated cameras to render; "" = none (rendering costs CPU the graph needs)
     camera_rate_hz: float = 30.0  # rendered frames per second of robot time [Hz]
     image_width: int = 128  # [px]; see deploy/sim/render.py for the measured cost per size
     image_height: int = 128
@@ -44,11 +45,18 @@ class SimConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"sim mode '{self.mode}' (choose {'|'.join(MODES)})")
+        unknown = [name for name in self.camera_names if name not in scene.CAMERAS]
+        if unknown:
+            raise ConfigError(f"sim camera(s) {unknown} do not exist (the scene has {sorted(scene.CAMERAS)})")
         if not 0.0 < self.camera_rate_hz <= 60.0:
             raise ConfigError(f"camera_rate_hz {self.camera_rate_hz} outside (0, 60]")
         for name in ("image_width", "image_height"):
             if not 16 <= getattr(self, name) <= 1280:
                 raise ConfigError(f"{name} {getattr(self, name)} outside [16, 1280]")
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.cameras.split(",") if name.strip())
 
 
 class SimRunner:
@@ -145,10 +153,13 @@ class SimRunner:
             self.link.write_frame(name, image, stamp_s)
 
     def _run_realtime(self) -> None:
-        renderer = multiprocessing.get_context("spawn").Process(
-            target=render_process_main, name="sim_render", daemon=True,
-            args=(self.link_name, self.config.image_width, self.config.image_height, self.config.camera_rate_hz))
-        renderer.start()
+        renderer = None
+        if self.config.camera_names:
+            renderer = multiprocessing.get_context("spawn").Process(
+                target=render_process_main, name="sim_render", daemon=True,
+                args=(self.link_name, self.config.image_width, self.config.image_height, self.config.camera_rate_hz,
+                      self.config.camera_names))
+            renderer.start()
         dt_s = scene.CONTROL_TIMESTEP_S
         deadline = time.monotonic()
         while not self.stopped.is_set():
@@ -162,15 +173,17 @@ class SimRunner:
                 deadline = time.monotonic()
             else:
                 self.late_steps += 1
-        renderer.terminate()
-        renderer.join(timeout=5.0)
+        if renderer is not None:
+            renderer.terminate()
+            renderer.join(timeout=5.0)
 
     def _run_lockstep(self) -> None:
-        renderer = SceneRenderer(self.sim.model, self.config.image_width, self.config.image_height)
+        renderer = SceneRenderer(self.sim.model, self.config.image_width, self.config.image_height,
+                                 _mjcf_cameras(self.config.camera_names))
         render_every = max(1, round(1.0 / (self.config.camera_rate_hz * scene.CONTROL_TIMESTEP_S)))
         try:
             while not self.stopped.is_set():
-                if self.steps % render_every == 0:
+                if self.config.camera_names and self.steps % render_every == 0:
                     self._render_now(renderer)
                 answered = self._wait_for_answer()
                 self._step(answered and self._command_is_fresh())
@@ -200,7 +213,12 @@ class SimRunner:
         return False
 
 
-def render_process_main(link_name: str, width: int, height: int, camera_rate_hz: float) -> None:
+def _mjcf_cameras(names: tuple[str, ...]) -> dict[str, str]:
+    return {name: scene.CAMERAS[name] for name in names}
+
+
+def render_process_main(link_name: str, width: int, height: int, camera_rate_hz: float,
+                        cameras: tuple[str, ...]) -> None:
     """The real-time sim's camera process: render the latest scene configuration at the camera rate.
 
     Exits when the sim's heartbeat stops (the sim ended or was killed) or its parent is gone.
@@ -209,7 +227,7 @@ def render_process_main(link_name: str, width: int, height: int, camera_rate_hz:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the sim ends this process
     os.nice(10)  # frames may be late; physics and the 1 kHz controller may not
     link = LinkClient(link_name)
-    renderer = SceneRenderer(scene.build_scene(), width, height)
+    renderer = SceneRenderer(scene.build_scene(), width, height, _mjcf_cameras(cameras))
     period_s = 1.0 / camera_rate_hz
     next_s = time.monotonic()
     try:

@@ -48,7 +48,8 @@ def test_inline_parameters_are_typed_and_use_sim_time_reaches_every_node():
     graph = resolve("sim", {"policy": "/ckpt/model.safetensors", "seed": "7", "use_sim_time": "true"})
     assert dict(graph.node("policy").parameters) == {"use_sim_time": True, "checkpoint": "/ckpt/model.safetensors",
                                                      "seed": 7}
-    assert dict(graph.node("sim").parameters) == {"use_sim_time": True, "seed": 7, "mode": "realtime"}
+    assert dict(graph.node("sim").parameters) == {"use_sim_time": True, "seed": 7, "mode": "realtime",
+                                                  "cameras": "wrist,front"}  # the sim renders only these
     assert all(dict(n.parameters)["use_sim_time"] is True for n in graph.nodes)
 
 

@@ -66,6 +66,29 @@ def test_realtime_cameras_deliver_new_frames(sim_process):
     assert camera.intrinsics.width == 64 and camera.intrinsics.fx > 0
 
 
+def test_the_sim_renders_only_the_cameras_it_is_asked_for():
+    sim = SimProcess(SimConfig(mode="realtime", cameras="wrist", image_width=64, image_height=64),
+                     f"deploy_test_{os.getpid()}_wrist_only")
+    try:
+        robot = SimRobot(sim.link_name)
+        connect_when_up(robot.connect)
+        cameras = {name: make_camera("sim", camera_name=name, link_name=sim.link_name) for name in ("front", "wrist")}
+        for camera in cameras.values():
+            camera.open()
+        counts = {name: 0 for name in cameras}
+        deadline = time.monotonic() + 20
+        while counts["wrist"] < 10 and time.monotonic() < deadline:
+            for name, camera in cameras.items():
+                counts[name] += camera.read() is not None
+            time.sleep(0.01)
+        for camera in cameras.values():
+            camera.close()
+        robot.stop()
+    finally:
+        sim.stop()
+    assert counts == {"front": 0, "wrist": 10}
+
+
 def test_no_sim_gives_a_clear_error_naming_the_link():
     with pytest.raises(RobotConnectionError, match="no sim on link 'deploy_nowhere'"):
         SimRobot("deploy_nowhere").connect()
