@@ -163,7 +163,8 @@ def plot(rows: list[dict], evals: dict, path: Path) -> None:
         ax.plot(x, [r["eval_success"] for r in rows], "D-", label="eval without operator, weights at block end")
     for name, style in (("weak", ":"), ("rl", "--"), ("dagger", "-.")):
         ax.axhline(evals[name], linestyle=style, color="gray", label=f"eval {name}: {evals[name]:.0%}")
-    ax.set_xlabel("block of episodes")
+    ax.set_xticks(x, [r["episodes"] for r in rows])
+    ax.set_xlabel("episodes")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=8)
     fig.tight_layout()
