@@ -73,11 +73,14 @@ class ControllerNode(Node):
         self.connect_robot()
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
-        self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)
-        self.create_subscription(JointTrajectory, "~/joint_chunk", self.on_chunk, COMMAND_QOS)
+        # The executor takes ready subscriptions in creation order: an e-stop, and the authority flag the
+        # intervention node sends just before the operator's first chunk, are handled before a chunk waiting
+        # beside them (a takeover's chunk handled first would splice in without the glide).
         self.create_subscription(Bool, "~/estop", self.on_estop_topic, COMMAND_QOS)
         self._operator_active = False
         self.create_subscription(Bool, TOPICS["intervention_active"], self.on_intervention_active, COMMAND_QOS)
+        self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)
+        self.create_subscription(JointTrajectory, "~/joint_chunk", self.on_chunk, COMMAND_QOS)
         self.create_service(Trigger, "~/hold", self.on_hold)
         self.create_service(Trigger, "~/estop", self.on_estop)
         self.create_service(Trigger, "~/release", self.on_release)
