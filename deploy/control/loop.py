@@ -151,7 +151,10 @@ class ControlLoop:
                     return
 
     def writer_changed(self) -> None:
-        """Authority changed hands: see ChunkExecutor.writer_changed (any thread)."""
+        """Authority changed hands: the old writer's chunk still waiting for its splice tick never runs (re-spliced
+        after the change it would take the new writer's glide); then see ChunkExecutor.writer_changed."""
+        with self._slot_lock:
+            self._slot = None
         self.executor.writer_changed()
 
     def _splice_time_s(self, chunk: Chunk) -> float:

@@ -115,3 +115,23 @@ def test_chunks_arriving_faster_than_the_splice_lead_are_still_executed():
     assert loop.rejected_chunks == 0
     newest_run_step = 396 - MAX_SPLICE_LEAD_S / PERIOD_S  # offered at most one (longest) lead ago
     assert loop.last_tick.reference_position_m[0] > 0.307 + 0.0001 * newest_run_step
+
+
+def test_after_a_change_of_writer_the_old_writers_waiting_chunk_never_runs_and_the_new_one_glides_in():
+    arm, loop = start()
+    for _ in range(20):
+        tick(arm, loop)
+    loop.offer_chunk(chunk_at(loop.last_tick.state.stamp_s, 0.307), CARTESIAN)
+    for _ in range(100):
+        tick(arm, loop)
+    loop.offer_chunk(chunk_at(loop.last_tick.state.stamp_s, 0.28), CARTESIAN)  # the policy's, waiting for its tick
+    loop.writer_changed()  # the operator takes over before that tick
+    references = np.array([tick(arm, loop).reference_position_m for _ in range(200)])
+    assert np.diff(references[:, 0]).min() > -1e-9  # the executing chunk ramps on: the 3 cm step back never ran
+    operator_x = references[-1][0] - 0.04  # 4 cm back (the stiffness and force limit keep offsets under 6 cm)
+    loop.offer_chunk(chunk_at(loop.last_tick.state.stamp_s, operator_x), CARTESIAN)
+    references = np.array([tick(arm, loop).reference_position_m for _ in range(1500)])
+    speeds_m_s = np.linalg.norm(np.diff(references, axis=0), axis=1) / PERIOD_S
+    seam_speed = loop.executor.config.seam_speed
+    assert abs(references[-1][0] - (operator_x + 0.002 * 15)) < 0.002  # arrived on the operator's chunk ...
+    assert speeds_m_s.max() < 1.2 * seam_speed + 0.04  # ... gliding (the chunk itself ramps at 0.04 m/s)
