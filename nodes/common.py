@@ -5,6 +5,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
 import typing
 from typing import Callable, TypeVar
@@ -79,7 +80,11 @@ def reject_unknown_parameters(node: Node) -> None:
                           f"(known: {', '.join(sorted(node._parameters))})")
 
 
+_STOP_REQUESTED = threading.Event()
+
+
 def _raise_keyboard_interrupt(signum, frame):
+    _STOP_REQUESTED.set()
     raise KeyboardInterrupt
 
 
@@ -109,6 +114,9 @@ def run_node(make_node: Callable[[], Node], executor_cls=None, skip_teardown: bo
         sys.exit(2)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:  # the stop signal landed inside a pybind11 call (rclpy's take_message turns the
+        if not _STOP_REQUESTED.is_set():  # KeyboardInterrupt into "Unable to convert call argument"): a stop
+            raise
     finally:
         if node is not None:
             close = getattr(node, "close", None)

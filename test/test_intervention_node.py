@@ -150,10 +150,12 @@ def assert_one_writer(probe, recorder, log=""):
 class ExpertLikePolicy:
     """Plays the policy from the test process: the push expert's chunk from the latest state, shifted sideways
     by `offset_m` (6 cm: drifting, 0: agreeing) and 2 mm up (so its chunks never equal the operator's),
-    published on /policy/chunk at 5 Hz."""
+    published on /policy/chunk at 5 Hz. The shift follows `offset_m` 1 cm per chunk, as a policy drifts: a 6 cm
+    step in one chunk, forwarded while the operator has no fresh state to judge it by, would be the policy's
+    own jump (clipped by the safety layer), not the switch under test."""
 
     def __init__(self, probe):
-        self.probe, self.expert, self.offset_m = probe, PushExpert(), 0.0
+        self.probe, self.expert, self.offset_m, self.shift_m = probe, PushExpert(), 0.0, 0.0
         self.latest = {}
         node = probe.node
         node.create_subscription(PoseStamped, "/proprio/ee_pose", lambda m: self.store("ee_pose", m), SENSOR_QOS)
@@ -173,7 +175,8 @@ class ExpertLikePolicy:
         obs = Observation(latest["ee_pose"][0], {k: v for k, (_, v) in latest.items()},
                           {k: s for k, (s, _) in latest.items()})
         actions = self.expert.predict_chunk(obs)
-        actions[:, 1] += self.offset_m
+        self.shift_m += float(np.clip(self.offset_m - self.shift_m, -0.01, 0.01))
+        actions[:, 1] += self.shift_m
         actions[:, 2] += 0.002
         chunk = Chunk(obs.stamp_s, self.expert.metadata.dt_s * np.arange(1, len(actions) + 1), actions)
         self.pub.publish(chunk_to_msg(chunk, CARTESIAN))

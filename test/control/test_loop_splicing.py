@@ -61,6 +61,7 @@ def test_a_chunk_is_built_in_the_offering_thread_and_swapped_in_at_its_splice_ti
     for _ in range(20):
         tick(arm, loop)
     now_s = loop.last_tick.state.stamp_s
+    held = loop.executor.sample(now_s)  # before the first chunk the loop holds the measured pose
     first, second = chunk_at(now_s - 0.1, 0.307), chunk_at(now_s + 0.03, 0.312)
     loop.offer_chunk(first, CARTESIAN)
     prepared_in = []
@@ -85,6 +86,7 @@ def test_a_chunk_is_built_in_the_offering_thread_and_swapped_in_at_its_splice_ti
 
     # The same chunks submitted at those ticks by hand give the same plan: the executed reference matches it.
     expected = ChunkExecutor(loop.executor.config, CARTESIAN)
+    expected.hold(held, glide_next=True)  # ... and the first chunk glides in from there
     expected.submit(first, first_splice_s)
     expected.submit(second, splice_s)
     for index, reference_m in references.items():
@@ -92,6 +94,7 @@ def test_a_chunk_is_built_in_the_offering_thread_and_swapped_in_at_its_splice_ti
             np.testing.assert_allclose(reference_m, expected.sample(index * PERIOD_S)[:3], atol=1e-12)
     before_splice = round(splice_s / PERIOD_S) - 1
     plan_without_second = ChunkExecutor(loop.executor.config, CARTESIAN)
+    plan_without_second.hold(held, glide_next=True)
     plan_without_second.submit(first, first_splice_s)
     np.testing.assert_allclose(references[before_splice], plan_without_second.sample(before_splice * PERIOD_S)[:3],
                                atol=1e-12)
@@ -135,3 +138,15 @@ def test_after_a_change_of_writer_the_old_writers_waiting_chunk_never_runs_and_t
     seam_speed = loop.executor.config.seam_speed
     assert abs(references[-1][0] - (operator_x + 0.002 * 15)) < 0.002  # arrived on the operator's chunk ...
     assert speeds_m_s.max() < 1.2 * seam_speed + 0.04  # ... gliding (the chunk itself ramps at 0.04 m/s)
+
+
+def test_the_first_chunk_glides_in_from_the_measured_pose():
+    arm, loop = start()
+    for _ in range(20):
+        tick(arm, loop)
+    home_x = loop.last_tick.reference_position_m[0]
+    loop.offer_chunk(chunk_at(loop.last_tick.state.stamp_s, home_x - 0.03), CARTESIAN)  # starts 3 cm away
+    references = np.array([tick(arm, loop).reference_position_m for _ in range(450)])  # (within the stale
+    speeds_m_s = np.linalg.norm(np.diff(references, axis=0), axis=1) / PERIOD_S  # chunk timeout: no hold yet)
+    assert references[:, 0].min() < home_x - 0.01  # on its way to the chunk ...
+    assert speeds_m_s.max() < 1.2 * loop.executor.config.seam_speed + 0.04  # ... gliding, not at the safety clip
