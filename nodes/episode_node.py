@@ -40,6 +40,7 @@ from deploy.graph.description import TOPICS, resolve
 from deploy.graph.runner import GraphRunner, check_modules, child_environment
 from deploy.learning.episodes import (EpisodeClock, EpisodeConfig, LatestValues, console_line, due_action,
                                       homing_actions)
+from deploy.lists import comma_list
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
 from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
                                       joint_state_from_msg, pose_from_msg, time_from_msg)
@@ -292,7 +293,7 @@ class SessionNode(EpisodeNode):
         super().__init__((), EpisodeConfig())
         self.session = declare_config(self, SessionConfig)
         self.config = EpisodeConfig(timeout_s=self.session.timeout_s)
-        self.watch_cameras(tuple(c for c in self.session.cameras.split(",") if c))
+        self.watch_cameras(comma_list(self.session.cameras))
         self.learner_status: dict[str, str] = {}
         self.create_subscription(DiagnosticStatus, "/learner/status", self.on_learner_status, COMMAND_QOS)
         self.outcomes: list[dict] = []

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deploy.errors import ConfigError
 from deploy.graph.description import STATE_TOPICS, TOPICS
+from deploy.lists import comma_list
 from deploy.policies.base import PolicyMetadata
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -68,7 +69,7 @@ def expected_type(topic: str) -> str | None:
 
 def parse_topics(text: str) -> tuple[str, ...]:
     """"/a,/b/*" -> ("/a", "/b/*"): comma-separated topic names or `*` patterns."""
-    topics = tuple(t.strip() for t in text.split(",") if t.strip())
+    topics = comma_list(text)
     for topic in topics:
         if not topic.startswith("/"):
             raise ConfigError(f"topic '{topic}' must be an absolute name starting with '/'")

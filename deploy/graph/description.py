@@ -25,6 +25,7 @@ import yaml
 
 from deploy.bags import lockstep
 from deploy.errors import ConfigError
+from deploy.lists import comma_list
 
 PACKAGE = "deploy"
 
@@ -412,7 +413,7 @@ def _argument_values(graph: Graph, args: dict[str, str]) -> dict[str, str]:
 
 
 def _split_list(arg: LaunchArg, value: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
+    items = list(comma_list(value))
     for item in items:
         if not _ROS_NAME.match(item):
             raise ConfigError(f"launch argument '{arg.name}': '{item}' is not a valid name (letters, digits, _)")

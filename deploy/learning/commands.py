@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from deploy.errors import ConfigError
+from deploy.lists import comma_list
 
 EXPERT = "scripted:push_expert"
 DEFAULT_CAMERAS = "front,wrist"
@@ -26,18 +27,13 @@ def _summary(outcomes: list[dict], policy: str, output: Path) -> dict:
     return summary
 
 
-def _camera_names(text: str) -> tuple[str, ...]:
-    """'front,wrist' -> ('front', 'wrist'); '' -> () (no cameras: a state-only policy)."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
 def _run(policy: str, ns: argparse.Namespace, label: str) -> dict:
     """Run ns.episodes seeded episodes of `policy` through the sim graph, logged under ns.output; -> summary."""
     from deploy.nodes.episode_node import run_episodes
 
     output = Path(ns.output)
     output.mkdir(parents=True, exist_ok=True)
-    outcomes = run_episodes(policy, ns.episodes, ns.seed, output, _camera_names(ns.cameras), ns.domain_id,
+    outcomes = run_episodes(policy, ns.episodes, ns.seed, output, comma_list(ns.cameras), ns.domain_id,
                             ns.timeout, label)
     return _summary(outcomes, policy, output)
 
@@ -82,8 +78,8 @@ def _cmd_train_bc(ns: argparse.Namespace) -> int:
     from deploy.learning.bc import BCConfig, train_bc
 
     config = BCConfig(kind=ns.kind, steps=ns.steps, batch_size=ns.batch_size, learning_rate=ns.lr, seed=ns.seed,
-                      max_episodes=ns.max_episodes, cameras=_camera_names(ns.cameras),
-                      state_keys=tuple(k for k in ns.state.split(",") if k), image_size=ns.image_size,
+                      max_episodes=ns.max_episodes, cameras=comma_list(ns.cameras),
+                      state_keys=comma_list(ns.state), image_size=ns.image_size,
                       architecture=_json_object(ns.arch, "--arch"), labels=ns.labels,
                       corrections=tuple(ns.corrections))
     path = train_bc([Path(d) for d in ns.demos], Path(ns.output), config)

@@ -21,6 +21,7 @@ import numpy as np
 
 from deploy.control.loop import request_realtime_priority
 from deploy.errors import ConfigError, RobotConnectionError
+from deploy.lists import comma_list
 from deploy.sim import scene
 from deploy.sim.link import MODE_LOCKSTEP, MODE_REALTIME, STALE_AFTER_S, LinkClient, LinkServer
 from deploy.sim.physics import PandaSim
@@ -56,7 +57,7 @@ class SimConfig:
 
     @property
     def camera_names(self) -> tuple[str, ...]:
-        return tuple(name.strip() for name in self.cameras.split(",") if name.strip())
+        return comma_list(self.cameras)
 
 
 class SimRunner:
