@@ -102,11 +102,15 @@ class GraphProcess:
         self._reader.join(timeout=10)
         return code
 
-    def interrupt(self, timeout_s: float = 30.0) -> int:
+    def interrupt(self, timeout_s: float = 60.0) -> int | None:
+        """Ctrl-C: the runner stops the nodes one by one (each may use its grace period); -> its exit code, or
+        None when it was still stopping after timeout_s (then killed; `output` says which node held it up)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
             return self.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
         finally:
             self.kill()
 
