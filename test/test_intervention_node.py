@@ -273,7 +273,8 @@ def test_keyboard_operator_drives_the_arm_and_the_policy_restarts_after_hand_bac
         stamp_s = time_from_msg(first.header.stamp)
         measured = max((pose_from_msg(m) for _, m in list(recorder.poses)), key=lambda r: (r[0] <= stamp_s, r[0]))
         start_gap_m = np.linalg.norm(chunk_from_msg(first)[0].actions[0, :3] - measured[1])
-        assert start_gap_m < 0.01, f"the operator started {start_gap_m * 1000:.1f} mm away from the measured TCP"
+        # within 15 mm: its first point lies 40 ms ahead at up to 0.1 m/s, and the pose sample may be ~50 ms old
+        assert start_gap_m < 0.015, f"the operator started {start_gap_m * 1000:.1f} mm away from the measured TCP"
         speed, step, samples = recorder.continuity(recorder.poses, takeover_t - 0.3, takeover_t + 1.0, span_s=0.1)
         assert samples >= 4 and speed < SAFETY_SPEED_CLIP_M_S, \
             f"takeover: the TCP lurched ({samples} samples, {speed:.3f} m/s, step {step * 1000:.1f} mm)"
