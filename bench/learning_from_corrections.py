@@ -101,13 +101,14 @@ def main() -> int:
     ns = parser.parse_args()
     out = Path(ns.output)
     start = out / "start"
+    config = json.loads((Path(ns.weak) / CONFIG_FILE).read_text())
     started = time.monotonic()
     if not ns.reuse_session:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
         shutil.copytree(ns.weak, start)
-        cameras = ",".join(json.loads((start / CONFIG_FILE).read_text())["metadata"]["image_keys"])
+        cameras = ",".join(config["metadata"]["image_keys"])  # render only what the policy reads
         deploy("launch", "teleop_session", f"policy:={start.resolve()}", f"demos:={ns.demos}", f"cameras:={cameras}",
                f"session:={out / 'rl'}", f"episodes:={ns.episodes}", f"publish_period:={ns.publish_period}",
                "--domain-id", str(ns.domain_id), log=out / "session.log")
@@ -116,7 +117,6 @@ def main() -> int:
     rows = blocks(out / "rl" / "episodes", ns.block)
     weights = sorted((out / "rl" / "learner" / "weights").glob("*.safetensors"))
     learned = with_weights(start, weights[-1] if weights else start / WEIGHTS_FILE, out / "learned")
-    config = json.loads((start / CONFIG_FILE).read_text())
     demos = [ns.demos] if ns.demos else []
     if not (out / "dagger" / WEIGHTS_FILE).is_file():
         deploy("train-bc", *demos, "--corrections", str(out / "rl" / "episodes"), "--output", str(out / "dagger"),

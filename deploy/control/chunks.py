@@ -196,9 +196,8 @@ class ChunkExecutor:
         if reference is not None:
             self.hold(reference)
 
-    def hold(self, reference: np.ndarray, glide_next: bool = False) -> None:
-        """Hold a constant reference (startup from the measured pose, safety stop); older chunks are forgotten.
-        `glide_next`: the next chunk glides in at seam_speed (the first chunk after startup)."""
+    def hold(self, reference: np.ndarray) -> None:
+        """Hold a constant reference (startup from the measured pose, safety stop); older chunks are forgotten."""
         value = self.space.check(np.atleast_2d(np.asarray(reference, dtype=float)), "hold reference")[0]
         if not np.isfinite(value[:-1]).all():  # the gripper (last) may be NaN: a robot without one
             raise ChunkError("hold reference: non-finite value")
@@ -206,7 +205,6 @@ class ChunkExecutor:
             self._generation += 1
             self._plan = DensePlan.constant(value, self.space.quat)
             self._live = ()
-            self._glide_next = self._glide_next or glide_next
         self._committed = 0
 
     def writer_changed(self) -> None:

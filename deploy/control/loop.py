@@ -225,9 +225,10 @@ class ControlLoop:
             if safe is None:
                 return None
             reference, safe_q_rad = self.robot.model.ee_pose(safe.q_rad), safe.q_rad
-        if candidate is None:  # the first chunk glides in from here, wherever the policy's chunk starts
+        if candidate is None:  # hold here; the first chunk is a new writer and glides in, wherever it starts
             start = (*reference[0], *reference[1]) if self.space == CARTESIAN else tuple(safe.q_rad)
-            self.executor.hold(np.array([*start, self._gripper_width_m]), glide_next=True)
+            self.executor.hold(np.array([*start, self._gripper_width_m]))
+            self.executor.writer_changed()
         tau_sent_nm, joint_target_sent_rad = self._command(state, reference, safe_q_rad, safe.stiffness_scale)
         if candidate is not None and np.isfinite(candidate[-1]):
             self._gripper_width_m = float(candidate[-1])

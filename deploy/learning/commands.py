@@ -51,10 +51,11 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
         from deploy.policies.checkpoint import load_checkpoint
 
         policy = load_checkpoint(checkpoint)  # a bad checkpoint fails here, in one line, before the graph starts
-        if ns.cameras is None:  # render only what the policy reads: cameras cost CPU that the policy's latency needs
-            ns.cameras = ",".join(policy.metadata.image_keys)
-    if ns.cameras is None:
-        ns.cameras = DEFAULT_CAMERAS
+        reads = ",".join(policy.metadata.image_keys)
+    else:
+        reads = DEFAULT_CAMERAS
+    if ns.cameras is None:  # render only what the policy reads: cameras cost CPU that the policy's latency needs
+        ns.cameras = reads
     summary = _run(checkpoint, ns, "eval")
     print(f"deploy eval: success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']} "
           f"seeded episodes, seeds {ns.seed + 1}..{ns.seed + summary['episodes']}); "

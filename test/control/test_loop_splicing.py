@@ -86,7 +86,8 @@ def test_a_chunk_is_built_in_the_offering_thread_and_swapped_in_at_its_splice_ti
 
     # The same chunks submitted at those ticks by hand give the same plan: the executed reference matches it.
     expected = ChunkExecutor(loop.executor.config, CARTESIAN)
-    expected.hold(held, glide_next=True)  # ... and the first chunk glides in from there
+    expected.hold(held)  # ... and the first chunk glides in from there, as a new writer's
+    expected.writer_changed()
     expected.submit(first, first_splice_s)
     expected.submit(second, splice_s)
     for index, reference_m in references.items():
@@ -94,7 +95,8 @@ def test_a_chunk_is_built_in_the_offering_thread_and_swapped_in_at_its_splice_ti
             np.testing.assert_allclose(reference_m, expected.sample(index * PERIOD_S)[:3], atol=1e-12)
     before_splice = round(splice_s / PERIOD_S) - 1
     plan_without_second = ChunkExecutor(loop.executor.config, CARTESIAN)
-    plan_without_second.hold(held, glide_next=True)
+    plan_without_second.hold(held)
+    plan_without_second.writer_changed()
     plan_without_second.submit(first, first_splice_s)
     np.testing.assert_allclose(references[before_splice], plan_without_second.sample(before_splice * PERIOD_S)[:3],
                                atol=1e-12)
