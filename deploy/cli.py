@@ -53,10 +53,18 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     if ns.duration <= 0:
         raise ConfigError(f"--duration must be positive, got {ns.duration:g}")
     video = str(Path(ns.output) / "front.mp4")
+    strip = Path(video).with_suffix(".strip.png")
+    for previous in (Path(video), strip):  # a file left by an earlier run must not pass for this one's
+        previous.unlink(missing_ok=True)
     code = run_graph(resolve("demo", {"video": video}), domain_id=ns.domain_id, duration_s=ns.duration)
-    if code == 0:
-        print(f"deploy demo: front camera saved to {video} and {Path(video).with_suffix('.strip.png')}")
-    return code
+    if code != 0:
+        return code
+    if not strip.is_file():  # the recorder writes no strip when no frame came
+        print(f"deploy demo: error: no frame from the front camera within {ns.duration:g} s (the sim's renderer "
+              "starts last on a busy machine); try --duration 60", file=sys.stderr)
+        return 1
+    print(f"deploy demo: front camera saved to {video} and {strip}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the embedded MuJoCo demo and save a video of it",
                                description="Start the sim graph for a while and record the front camera.")
-    demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    demo.add_argument("--duration", type=float, default=40.0, help="seconds to run (default 40)")
     demo.add_argument("--output", default="runs/demo", help="folder for front.mp4 and front.strip.png")
     demo.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the nodes")
     demo.set_defaults(func=_cmd_demo)
