@@ -58,7 +58,7 @@ class InterventionNode(Node):
         if unknown:
             raise ConfigError(f"device '{self.config.device}' needs inputs {unknown} this node cannot subscribe")
         self.assembler = ObservationAssembler({k: self.config.state_max_age_s for k in keys}, "ee_pose") if keys else None
-        self._waiting_reason = self._verdict = ""
+        self._blocked = self._verdict = ""
 
         self.cartesian_out = self.create_publisher(MultiDOFJointTrajectory, "~/chunk", COMMAND_QOS)
         self.joint_out = self.create_publisher(JointTrajectory, "~/joint_chunk", COMMAND_QOS)
@@ -141,16 +141,17 @@ class InterventionNode(Node):
             why = self.operator.status()
             self.get_logger().info(("operator took over" if tick.human else "authority back to the policy")
                                    + (f": {why}" if why else ""))
-        self.report_blocked_takeover(tick.human, observation)
+        self.report_blocked_operator(tick.human, observation)
 
-    def report_blocked_takeover(self, human: bool, observation):
-        """The operator asks for authority but cannot start without the measured state: say why, once."""
-        reason = ""
-        if self.operator is not None and not human and observation is None and self.operator.wants_authority():
-            reason = self._verdict
-        if reason and reason != self._waiting_reason:
-            self.get_logger().warning(f"operator asks for authority, but cannot take over: {reason}")
-        self._waiting_reason = reason
+    def report_blocked_operator(self, human: bool, observation):
+        """The operator asks for (or holds) authority but cannot act without the measured state: say why, once
+        per stretch. While it holds authority the controller holds the last commanded pose."""
+        blocked = ""
+        if self.operator is not None and observation is None and (human or self.operator.wants_authority()):
+            blocked = "holds authority, but cannot command" if human else "asks for authority, but cannot take over"
+        if blocked and blocked != self._blocked:
+            self.get_logger().warning(f"operator {blocked}: {self._verdict}")
+        self._blocked = blocked
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
