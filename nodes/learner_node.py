@@ -9,7 +9,6 @@ next chunk boundary). It resumes from `workdir` after a crash. Status (step, los
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 
@@ -24,7 +23,6 @@ from deploy.learning.learner import Learner, LearnerConfig
 from deploy.nodes.common import COMMAND_QOS, declare_config, run_node
 
 SWAP_TIMEOUT_S = 30.0  # the policy node verifies and swaps between two inferences
-NICENESS = 10  # training takes every cycle it gets: on a small machine it must yield to the real-time nodes
 
 
 @dataclasses.dataclass
@@ -109,7 +107,6 @@ class LearnerNode(Node):
 
 
 def main():
-    os.nice(NICENESS)
     run_node(LearnerNode, skip_teardown=True)
 
 
