@@ -269,7 +269,9 @@ def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: l
                   f"success so far {rate:.0%}", flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
-        executor.shutdown()
+        executor.shutdown()  # the spinner leaves spin() ...
+        if spinner.is_alive():  # ... before the node goes: rclpy can livelock, holding the GIL, when a node's
+            spinner.join(timeout=10.0)  # handles are destroyed while another thread's wait set still holds them
         node.destroy_node()
         rclpy.try_shutdown(context=context)
         runner.stop()

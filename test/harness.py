@@ -42,17 +42,13 @@ class Probe:
                                       parameter_overrides=[rclpy.parameter.Parameter("use_sim_time", value=use_sim_time)])
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # context shut down under us at teardown
-                if self.context.ok():
-                    raise
-                return
+        while not self._closing.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
 
     def collect(self, msg_type, topic: str, qos=10) -> list:
         """Subscribe and return the live list every received (receive_time_s, msg) is appended to."""
@@ -61,10 +57,13 @@ class Probe:
         return received
 
     def close(self):
+        # The spinner stops before the node goes: rclpy can livelock, holding the GIL, when a node's handles are
+        # destroyed while another thread's wait set still holds them.
+        self._closing.set()
+        self._thread.join(timeout=5.0)
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
