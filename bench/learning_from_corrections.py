@@ -58,9 +58,10 @@ def blocks(log_root: Path, size: int) -> list[dict]:
 
 
 def evaluate(checkpoint: Path, output: Path, episodes: int, domain_id: int) -> float:
-    """Success rate of `checkpoint` without the operator on seeded episodes (kept from an earlier run)."""
+    """Success rate of `checkpoint` without the operator on seeded episodes (kept from an earlier run that
+    finished all of them: an interrupted eval writes the episodes it ran)."""
     summary = output / "summary.json"
-    if not summary.is_file():
+    if not summary.is_file() or json.loads(summary.read_text())["episodes"] != episodes:
         shutil.rmtree(output, ignore_errors=True)
         deploy("eval", "--policy", str(checkpoint), "--episodes", str(episodes), "--output", str(output),
                "--domain-id", str(domain_id), log=output.with_suffix(".log"))
