@@ -254,8 +254,10 @@ def test_keyboard_operator_drives_the_arm_and_the_policy_restarts_after_hand_bac
         time.sleep(1.0)  # the arm settles where the operator took over
         z = lambda: pose_from_msg(recorder.poses[-1][1])[1][2]  # noqa: E731
         z_before = z()
-        type_keys(master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s
-        assert wait_until(lambda: z() - z_before > 0.08, timeout_s=10), (z_before, z())
+        type_keys(master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s, 15 cm if every repeat lands in time
+        # at least 4 cm: on a loaded machine repeats arrive late and the target may lead the arm by max_lead_m only
+        # (CI saw 7.8 cm); a policy-driven arm stays near its circle's height
+        assert wait_until(lambda: z() - z_before > 0.04, timeout_s=10), (z_before, z())
         type_keys(master, b"1")
         assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=5)
 
