@@ -83,6 +83,31 @@ def reject_unknown_parameters(node: Node) -> None:
 _STOP_REQUESTED = threading.Event()
 
 
+class BackgroundSpin:
+    """Spin a node of a private context on a thread, for code that drives the graph from its main thread (the
+    episode runner, the test probe). close() stops the spinner before the node goes: rclpy livelocked, holding
+    the GIL, when a node's handles were destroyed while the spinning thread's wait set still held them."""
+
+    def __init__(self, node: Node, context: rclpy.Context):
+        self.node, self.context = node, context
+        self._executor = SingleThreadedExecutor(context=context)
+        self._executor.add_node(node)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name=f"spin {node.get_name()}", daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while not self._closing.is_set() and self.context.ok():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def close(self):
+        self._closing.set()
+        self._thread.join(timeout=10.0)
+        self._executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
 def _raise_keyboard_interrupt(signum, frame):
     _STOP_REQUESTED.set()
     raise KeyboardInterrupt

@@ -26,7 +26,6 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Header
@@ -41,7 +40,7 @@ from deploy.graph.runner import GraphRunner, check_modules, child_environment
 from deploy.learning.episodes import (EpisodeClock, EpisodeConfig, LatestValues, console_line, due_action,
                                       homing_actions)
 from deploy.lists import comma_list
-from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, run_node
+from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, BackgroundSpin, declare_config, run_node
 from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
                                       joint_state_from_msg, pose_from_msg, time_from_msg)
 
@@ -246,15 +245,12 @@ def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: l
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env.get("ROS_DOMAIN_ID", "0")))
     node = EpisodeNode(tuple(cameras), EpisodeConfig(timeout_s=timeout_s), context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spin = BackgroundSpin(node, context)
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     outcomes = []
     try:
         runner.start()
-        spinner.start()
         node.wait_for_inputs()
         for k in range(episodes):
             if interrupted.is_set():
@@ -269,11 +265,7 @@ def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: l
                   f"success so far {rate:.0%}", flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
-        executor.shutdown()  # the spinner leaves spin() ...
-        if spinner.is_alive():  # ... before the node goes: rclpy can livelock, holding the GIL, when a node's
-            spinner.join(timeout=10.0)  # handles are destroyed while another thread's wait set still holds them
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        spin.close()
         runner.stop()
     return outcomes
 

@@ -12,9 +12,9 @@ import time
 from typing import Callable
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 
 from deploy.graph.description import dds_environment
+from deploy.nodes.common import BackgroundSpin
 
 _counter = itertools.count()
 
@@ -40,15 +40,7 @@ class Probe:
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(name, context=self.context,
                                       parameter_overrides=[rclpy.parameter.Parameter("use_sim_time", value=use_sim_time)])
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while not self._closing.is_set() and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+        self._spin = BackgroundSpin(self.node, self.context)
 
     def collect(self, msg_type, topic: str, qos=10) -> list:
         """Subscribe and return the live list every received (receive_time_s, msg) is appended to."""
@@ -57,13 +49,7 @@ class Probe:
         return received
 
     def close(self):
-        # The spinner stops before the node goes: rclpy can livelock, holding the GIL, when a node's handles are
-        # destroyed while another thread's wait set still holds them.
-        self._closing.set()
-        self._thread.join(timeout=5.0)
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self._spin.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:

@@ -143,7 +143,7 @@ def test_faults_keep_the_arm_safe_and_control_resumes(robot_graph):
     # NaN chunk: refused and counted; the arm stays where it was.
     driver.send(start, value=math.nan)
     driver.hold_target(start, 1.0)
-    assert wait_until(lambda: driver.trips().get("bad_chunk", 0) >= 1, timeout_s=5), driver.trips()
+    assert wait_until(lambda: driver.trips().get("bad_chunk", 0) >= 1, timeout_s=30), driver.trips()
 
     # A target far outside the workspace box: clamped to the box, never left.
     since = time.monotonic()
@@ -155,7 +155,7 @@ def test_faults_keep_the_arm_safe_and_control_resumes(robot_graph):
     positions, _ = driver.tcp(since)
     assert positions[:, 0].max() < box_max_x + 0.005
     assert positions[-1, 0] > box_max_x - 0.02  # it did go as far as allowed
-    assert wait_until(lambda: driver.trips().get("workspace", 0) >= 1, timeout_s=5), driver.trips()
+    assert wait_until(lambda: driver.trips().get("workspace", 0) >= 1, timeout_s=30), driver.trips()
 
     # Chunks stop for 2 s (policy died): hold in place, report it, then resume on new chunks.
     driver.hold_target(start, 3.0)
@@ -164,7 +164,7 @@ def test_faults_keep_the_arm_safe_and_control_resumes(robot_graph):
     held, _ = driver.tcp(since)
     distance_m = np.linalg.norm(held - start, axis=1)
     assert distance_m.max() <= distance_m[0] + 0.002  # holds the last reference: never moves away from it
-    assert wait_until(lambda: driver.trips().get("stale_chunk", 0) >= 1, timeout_s=5), driver.trips()
+    assert wait_until(lambda: driver.trips().get("stale_chunk", 0) >= 1, timeout_s=30), driver.trips()
     driver.hold_target(start + [0.0, -0.1, 0.0], 4.0)
     assert np.abs(driver.tcp(time.monotonic() - 0.5)[0] - (start + [0.0, -0.1, 0.0])).max() < 0.005
 

@@ -200,14 +200,14 @@ def test_scripted_operator_takes_over_and_hands_back_bumplessly_with_one_writer(
     assert wait_until(lambda: len(recorder.controller) >= 8, timeout_s=30), mux.output[-3000:]
     assert recorder.flag_changes() == []
     policy.offset_m = 0.06  # drifts
-    assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=10), mux.output[-3000:]
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=30), mux.output[-3000:]
     takeover_t = recorder.flag_changes()[0][0]
-    assert wait_until(lambda: len(recorder.human) >= 15, timeout_s=15), mux.output[-3000:]  # 1.5 s at 10 Hz
+    assert wait_until(lambda: len(recorder.human) >= 15, timeout_s=30), mux.output[-3000:]  # 1.5 s at 10 Hz
     policy.offset_m = 0.0  # the policy agrees again: hand back after 0.5 s of agreement
-    assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=15), mux.output[-3000:]
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=30), mux.output[-3000:]
     handback_t = recorder.flag_changes()[1][0]
     assert wait_until(lambda: recorder.sources()[-1][0] == "policy" and
-                      sum(s == "policy" for s, _ in recorder.sources()[-3:]) == 3, timeout_s=10)
+                      sum(s == "policy" for s, _ in recorder.sources()[-3:]) == 3, timeout_s=30)
     time.sleep(1.0)
     policy.timer.cancel()
     time.sleep(0.5)
@@ -249,7 +249,7 @@ def test_keyboard_operator_drives_the_arm_and_the_policy_restarts_after_hand_bac
         assert "operator: keyboard on /dev/pts/" in mux.output
 
         type_keys(master, b" ")  # deadman on
-        assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=10), mux.output[-3000:]
+        assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=30), mux.output[-3000:]
         takeover_t = recorder.flag_changes()[0][0]
         time.sleep(1.0)  # the arm settles where the operator took over
         z = lambda: pose_from_msg(recorder.poses[-1][1])[1][2]  # noqa: E731
@@ -257,14 +257,14 @@ def test_keyboard_operator_drives_the_arm_and_the_policy_restarts_after_hand_bac
         type_keys(master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s, 15 cm if every repeat lands in time
         # at least 4 cm: on a loaded machine repeats arrive late and the target may lead the arm by max_lead_m only
         # (CI saw 7.8 cm); a policy-driven arm stays near its circle's height
-        assert wait_until(lambda: z() - z_before > 0.04, timeout_s=10), (z_before, z())
+        assert wait_until(lambda: z() - z_before > 0.04, timeout_s=30), (z_before, z())
         type_keys(master, b"1")
-        assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=5)
+        assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=30)
 
         type_keys(master, b" ")  # deadman off: hold-over, then the policy has authority again
-        assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=10), mux.output[-3000:]
-        assert wait_until(lambda: "operator handed back" in policy.output, timeout_s=10), policy.output[-3000:]
-        assert wait_until(lambda: recorder.sources()[-1][0] == "policy", timeout_s=10)
+        assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=30), mux.output[-3000:]
+        assert wait_until(lambda: "operator handed back" in policy.output, timeout_s=30), policy.output[-3000:]
+        assert wait_until(lambda: recorder.sources()[-1][0] == "policy", timeout_s=30)
         time.sleep(0.5)
 
         assert_one_writer(probe, recorder, mux.output)

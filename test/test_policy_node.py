@@ -151,25 +151,28 @@ def test_stale_camera_stops_inference_then_chunks_carry_the_pose_stamp(domain_id
         assert chunks == []
 
         images_on[0] = True
-        assert wait_until(lambda: len(chunks) >= 3, timeout_s=15), proc.stdout and "no chunks"
+        assert wait_until(lambda: len(chunks) >= 3, timeout_s=60), proc.stdout and "no chunks"
         for _, chunk in chunks:
             assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) in sent_pose_stamps
             assert chunk.header.frame_id == "base" and len(chunk.points) == 16
         version = weights_sha256(checkpoint / "model.safetensors")[:12]
-        assert wait_until(lambda: len(versions) >= 3, timeout_s=5)
+        assert wait_until(lambda: len(versions) >= 3, timeout_s=30)
         chunk_stamps = {(c.header.stamp.sec, c.header.stamp.nanosec) for _, c in chunks}
         assert all(v.frame_id == version for _, v in versions)
         assert {(v.stamp.sec, v.stamp.nanosec) for _, v in versions[:3]} <= chunk_stamps
 
         # Lifecycle: deactivate stops chunks, activate resumes them.
+        # Judged by stamps, not arrival times: a chunk inferred just before the transition may arrive late on a
+        # loaded machine, but no observation sent after it may produce one.
         assert change_state(probe, Transition.TRANSITION_DEACTIVATE)
-        time.sleep(0.3)
-        count = len(chunks)
+        deactivated = probe.node.get_clock().now().seconds_nanoseconds()
+        assert wait_until(lambda: any(s.message == "inactive" for s in policy_diagnostics(diagnostics)[-2:]), 30)
         time.sleep(1.0)
-        assert len(chunks) == count
-        assert wait_until(lambda: any(s.message == "inactive" for s in policy_diagnostics(diagnostics)[-2:]), 3)
+        assert max(sent_pose_stamps) > deactivated, "no observation was sent while inactive"
+        assert not [c for _, c in chunks if (c.header.stamp.sec, c.header.stamp.nanosec) > deactivated]
+        count = len(chunks)
         assert change_state(probe, Transition.TRANSITION_ACTIVATE)
-        assert wait_until(lambda: len(chunks) >= count + 3, timeout_s=5)
+        assert wait_until(lambda: len(chunks) >= count + 3, timeout_s=30)
     finally:
         stop(proc)
 
