@@ -39,7 +39,9 @@ def test_collect_demos_logs_a_successful_expert_episode_with_every_field(demo_lo
     assert episode.num_steps > 40  # ≥ 2 s at 20 Hz: the cube had to travel ≥ 8 cm
     stamps = steps["stamp_s"]
     assert np.all(np.diff(stamps) > 0)
-    assert 0.04 < np.median(np.diff(stamps)) < 0.25  # 20 Hz asked; a loaded machine stretches it
+    # 20 Hz on an absolute schedule: a late step is caught up at once, so the mean step is the period (the median
+    # is not: a loaded machine logged bursts, median 35 ms), and a slow machine can only stretch it.
+    assert 0.045 < (stamps[-1] - stamps[0]) / (len(stamps) - 1) < 0.25
     for name in ("ee_pose", "executed_action", "cube_pose", "joint_positions"):
         assert np.isfinite(steps[name][-10:]).all(), name
     assert set(steps["weight_version"]) == {"scripted-push-expert"}

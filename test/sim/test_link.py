@@ -52,7 +52,7 @@ def test_realtime_cameras_deliver_new_frames(sim_process):
     connect_when_up(robot.connect)
     camera.open()
     frames = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90  # the render child is niced: slow to start on a busy machine
     while len(frames) < 5 and time.monotonic() < deadline:
         frame = camera.read()
         if frame is not None:
@@ -76,7 +76,7 @@ def test_the_sim_renders_only_the_cameras_it_is_asked_for():
         for camera in cameras.values():
             camera.open()
         counts = {name: 0 for name in cameras}
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 90  # the render child is niced: slow to start on a busy machine
         while counts["wrist"] < 10 and time.monotonic() < deadline:
             for name, camera in cameras.items():
                 counts[name] += camera.read() is not None
