@@ -76,6 +76,7 @@ class SimRunner:
         self.stopped = threading.Event()
         self._state_seq = 0
         self._controller_answering = False
+        self._answers_seq_at_miss = -1  # what the controller had answered when it last missed a deadline
         self.sim.reset(config.seed)
 
     # --- control from other threads ---------------------------------------------------------------------------
@@ -194,8 +195,9 @@ class SimRunner:
     def _wait_for_answer(self) -> bool:
         """Lockstep: wait (spin briefly, then sleep-poll) until the controller answered the latest state.
 
-        Once the controller missed a deadline, wait only one tick until it answers again, so a sim with no
-        controller still advances (braked) instead of crawling.
+        Once the controller missed a deadline and answered nothing since the previous miss, wait only one tick
+        until it answers again, so a sim with no controller still advances (braked) instead of crawling. A
+        controller that still answers, late (a starved process), gets the full wait again: lockstep resumes.
         """
         timeout_s = self.config.lockstep_timeout_s if self._controller_answering else scene.CONTROL_TIMESTEP_S
         deadline = time.monotonic() + timeout_s
@@ -206,7 +208,9 @@ class SimRunner:
                 self._controller_answering = True
                 return True
             if time.monotonic() > deadline:
-                self._controller_answering = False
+                answered_seq = -1 if command is None else command.answers_seq
+                self._controller_answering = answered_seq != self._answers_seq_at_miss
+                self._answers_seq_at_miss = answered_seq
                 return False
             spins += 1
             if spins > 200:

@@ -45,6 +45,29 @@ def test_lockstep_robot_advances_one_millisecond_per_answered_state(sim_process)
         robot.command_torque(np.zeros(7))
 
 
+def test_lockstep_waits_again_for_a_slow_controller_after_it_missed_a_deadline(sim_process):
+    """A starved controller that misses the lockstep deadline once (the sim brakes past it) and then answers every
+    state 3 ms late must get lockstep back: one physics step per answer, not a sim stepping on, braked, at 1 ms
+    per state while it waits for an answer in time. (Before the fix, a dozen of the next 20 answers were skipped.)"""
+    robot = SimRobot(sim_process)
+    connect_when_up(robot.connect)
+    state = robot.wait_for_state(-1, timeout_s=10)
+    seqs = []
+    for k in range(150):
+        state = robot.wait_for_state(state.seq, timeout_s=5)
+        assert state is not None
+        if k == 10:
+            time.sleep(0.8)  # past the sim's 0.5 s deadline
+            state = robot.wait_for_state(-1, timeout_s=5)
+        if k >= 10:
+            time.sleep(0.003)  # from now on every answer comes 3 ms late
+            seqs.append(state.seq)
+        robot.command_torque(robot.model.bias_torque(state.q_rad, state.dq_rad_s))
+    skipped = np.flatnonzero(np.diff(seqs[1:]) > 1)
+    assert len(skipped) <= 3, f"the sim stepped on without waiting for the slow controller after answers {skipped}"
+    robot.stop()
+
+
 @pytest.mark.parametrize("sim_process", ["realtime"], indirect=True)
 def test_realtime_cameras_deliver_new_frames(sim_process):
     camera = make_camera("sim", camera_name="front", link_name=sim_process)
