@@ -56,7 +56,8 @@ class RealSenseCamera(ThreadedCamera):
     a `.db3` / `.bag` file as realsense-viewer or pyrealsense2's recorder write it) played as this camera.
 
     Device: width/height/fps 0 = 640x480 at 30 Hz; rgb8 straight from librealsense; stamps: see
-    DeviceClockMapper. Recording: its colour stream as recorded (rgb8, bgr8, rgba8, bgra8 or yuyv), at the
+    DeviceClockMapper. Recording: it replaces the device, so the device settings (serial, width, height, fps,
+    exposure; e.g. from the robot's camera YAML) are not used; its colour stream as recorded (rgb8, bgr8, rgba8, bgra8 or yuyv), at the
     recorded pace (`real_time`) or every frame as fast as read, optionally looping and held back until `play()`;
     a frame is stamped `clock()` when it is played, like a video file (the recorded times are in the past).
     Playback uses the playback device's sensor with a frame callback: librealsense waits for the callback when
@@ -70,9 +71,6 @@ class RealSenseCamera(ThreadedCamera):
         self.camera_name = camera_name
         self.serial = str(serial)
         self.path = str(path)
-        if self.path and (self.serial or width or height or fps or exposure_us or not auto_exposure):
-            raise ConfigError(f"camera '{camera_name}': serial/width/height/fps/exposure apply to RealSense devices, "
-                              f"not to recording {self.path}")
         if loop and not self.path:
             raise ConfigError(f"camera '{camera_name}': loop applies to a recording (path), not to a device")
         if not auto_exposure and not exposure_us > 0:
