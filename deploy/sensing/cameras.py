@@ -1,9 +1,9 @@
 """Camera backends behind one interface, chosen by name (the camera node's `kind` parameter).
 
 Backends: "sim" (the embedded MuJoCo cameras), "opencv" (a V4L2/UVC device, or a video file played as a
-camera), "realsense" (pyrealsense2 colour stream of a device, or of a recording played as a camera). Real backends capture in a background
-thread into a one-slot latest buffer, so `read()` never blocks; a lost device surfaces as CameraError from
-`read()` naming it. Frames are stamped with the `clock` passed in (the node passes its ROS clock).
+camera), "realsense" (pyrealsense2 colour stream of a device, or of a recording played as a camera). Real
+backends capture in a background thread into a one-slot latest buffer, so `read()` never blocks; a lost device
+surfaces as CameraError from `read()` naming it. Frames are stamped with the `clock` passed in (the node passes its ROS clock).
 """
 from __future__ import annotations
 

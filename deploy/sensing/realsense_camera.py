@@ -41,9 +41,10 @@ class DeviceClockMapper:
 
 # Colour formats a recording may hold -> (H, W, 3) RGB. A live device is asked for rgb8 directly.
 def _yuyv_to_rgb(data: np.ndarray) -> np.ndarray:
+    """pyrealsense2 hands yuyv over as (H, W) uint16: two bytes per pixel."""
     import cv2
 
-    return cv2.cvtColor(data, cv2.COLOR_YUV2RGB_YUYV)
+    return cv2.cvtColor(data.view(np.uint8).reshape(*data.shape[:2], 2), cv2.COLOR_YUV2RGB_YUYV)
 
 
 _TO_RGB = {"rgb8": lambda a: a, "bgr8": lambda a: a[..., ::-1], "rgba8": lambda a: a[..., :3],
@@ -57,9 +58,10 @@ class RealSenseCamera(ThreadedCamera):
 
     Device: width/height/fps 0 = 640x480 at 30 Hz; rgb8 straight from librealsense; stamps: see
     DeviceClockMapper. Recording: it replaces the device, so the device settings (serial, width, height, fps,
-    exposure; e.g. from the robot's camera YAML) are not used; its colour stream as recorded (rgb8, bgr8, rgba8, bgra8 or yuyv), at the
-    recorded pace (`real_time`) or every frame as fast as read, optionally looping and held back until `play()`;
-    a frame is stamped `clock()` when it is played, like a video file (the recorded times are in the past).
+    exposure; e.g. from the robot's camera YAML) are not used. Its colour stream as recorded (rgb8, bgr8, rgba8,
+    bgra8 or yuyv), at the recorded pace (`real_time`) or every frame as fast as read, optionally looping and
+    held back until `play()`; a frame is stamped `clock()` when it is played, like a video file (the recorded
+    times are in the past).
     Playback uses the playback device's sensor with a frame callback: librealsense waits for the callback when
     not in real time, so no frame is dropped (the pipeline's one-frame queue drops some)."""
 
@@ -163,8 +165,12 @@ class RealSenseCamera(ThreadedCamera):
 
     def _on_frame(self, frame) -> None:
         """librealsense's playback thread. Real time: latest wins. Otherwise block (so playback waits) until
-        the capture thread took the previous frame."""
-        image = self._to_rgb(np.asanyarray(frame.get_data())).copy()  # copy: the frame returns to its pool
+        the capture thread took the previous frame. An error here is handed over too (librealsense would
+        swallow it), for the capture thread to raise."""
+        try:
+            image = self._to_rgb(np.asanyarray(frame.get_data())).copy()  # copy: the frame returns to its pool
+        except Exception as error:  # noqa: BLE001 - reported by read() as the recording lost
+            image = error
         if self.real_time:
             try:
                 self._handoff.get_nowait()
@@ -211,16 +217,18 @@ class RealSenseCamera(ThreadedCamera):
                 self._begin()  # stop + start plays the file again from its start
                 deadline, stopped_seen = time.monotonic() + 1.0, False
                 continue
+            if isinstance(image, Exception):
+                raise image
             self._frames_this_pass += 1
             return image, self.clock()
         return None
 
     def _stop_sensor(self) -> None:
-        try:
-            self._sensor.stop()
-            self._sensor.close()
-        except RuntimeError:
-            pass  # not started (closed before play) or already stopped
+        for step in (self._sensor.stop, self._sensor.close):
+            try:
+                step()
+            except RuntimeError:
+                pass  # not started / not open (closed before play), or already stopped
 
     def _release(self) -> None:
         if self._pipeline is not None:

@@ -17,8 +17,23 @@ def pattern(index: int, size=(64, 48)) -> np.ndarray:
     return image
 
 
+BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "yuyv": 2}
+
+
+def encode(image: np.ndarray, fmt: str) -> np.ndarray:
+    """An RGB `pattern` in a RealSense colour format; yuyv keeps only grey: Y = 16 + red, U = V = 128."""
+    alpha = np.full(image.shape[:2] + (1,), 255, np.uint8)
+    if fmt == "yuyv":
+        packed = np.full(image.shape[:2] + (2,), 128, np.uint8)
+        packed[..., 0] = 16 + image[..., 0]
+        return packed
+    return {"rgb8": image, "bgr8": image[..., ::-1], "rgba8": np.concatenate([image, alpha], axis=2),
+            "bgra8": np.concatenate([image[..., ::-1], alpha], axis=2)}[fmt]
+
+
 def write_realsense_recording(path, n_frames: int, size=(64, 48), fps: int = 30, fmt: str = "rgb8") -> str:
-    """A colour-only recording (`.db3`: pyrealsense2 2.59's recorder writes rosbag2) of frames `pattern(i)`.
+    """A colour-only recording (`.db3`: pyrealsense2 2.59's recorder writes rosbag2) of frames `pattern(i)`,
+    encoded as `fmt`.
 
     The recorder stores each frame's arrival time, which real-time playback reproduces, so frames are
     pushed one period apart."""
@@ -31,7 +46,8 @@ def write_realsense_recording(path, n_frames: int, size=(64, 48), fps: int = 30,
     intrinsics.model, intrinsics.coeffs = rs.distortion.none, [0.0] * 5
     stream = rs.video_stream()
     stream.type, stream.index, stream.uid = rs.stream.color, 0, 0
-    stream.width, stream.height, stream.fps, stream.bpp = width, height, fps, 3
+    bpp = BYTES_PER_PIXEL[fmt]
+    stream.width, stream.height, stream.fps, stream.bpp = width, height, fps, bpp
     stream.fmt, stream.intrinsics = getattr(rs.format, fmt), intrinsics
     profile = sensor.add_video_stream(stream).as_video_stream_profile()
     recorder = rs.recorder(str(path), device)
@@ -40,10 +56,9 @@ def write_realsense_recording(path, n_frames: int, size=(64, 48), fps: int = 30,
     start = time.monotonic()
     for i in range(n_frames):
         time.sleep(max(0.0, start + i / fps - time.monotonic()))
-        image = pattern(i, size)
         frame = rs.software_video_frame()
-        frame.pixels = np.ascontiguousarray(image[..., ::-1] if fmt == "bgr8" else image)
-        frame.bpp, frame.stride = 3, width * 3
+        frame.pixels = np.ascontiguousarray(encode(pattern(i, size), fmt))
+        frame.bpp, frame.stride = bpp, width * bpp
         frame.timestamp, frame.domain = 1000.0 * i / fps, rs.timestamp_domain.hardware_clock
         frame.frame_number, frame.profile = i, profile
         sensor.on_video_frame(frame)

@@ -91,13 +91,26 @@ def test_recording_loops(recording):
     assert np.all(np.diff([f.stamp_s for f in frames]) > 0)
 
 
-def test_bgr_recording_is_delivered_rgb(tmp_path):
-    camera = make_camera("realsense", path=write_realsense_recording(tmp_path / "bgr.db3", 3, fmt="bgr8"),
+@pytest.mark.parametrize("fmt", ["bgr8", "rgba8", "bgra8"])
+def test_other_colour_formats_are_delivered_rgb(tmp_path, fmt):
+    camera = make_camera("realsense", path=write_realsense_recording(tmp_path / "c.db3", 3, fmt=fmt),
                          real_time=False)
     camera.open()
     frames = play(camera)
     assert len(frames) == 3
-    np.testing.assert_array_equal(frames[2].image, pattern(2))
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(frame.image, pattern(i))
+
+
+def test_yuyv_recording_is_delivered_rgb(tmp_path):
+    camera = make_camera("realsense", path=write_realsense_recording(tmp_path / "y.db3", 4, fmt="yuyv"),
+                         real_time=False)
+    camera.open()
+    frames = play(camera)
+    assert [f.image.shape for f in frames] == [(48, 64, 3)] * 4
+    for i, frame in enumerate(frames):  # grey (U = V = 128), at the recorded luma (BT.601 studio range)
+        assert np.ptp(frame.image.astype(int), axis=2).max() <= 1
+        assert abs(frame.image.mean() - i * 255 / 219) <= 1.5
 
 
 def test_missing_or_corrupt_recording_names_the_file(tmp_path, recording):
@@ -155,3 +168,23 @@ def test_mp4_not_real_time_hands_over_every_frame(tmp_path):
     camera.open()
     frames = play(camera, read_period_s=0.06)  # slower than the file's 30 Hz
     assert [grey_index(f.image) for f in frames] == [i % 16 for i in range(20)]
+
+
+def test_a_frame_that_cannot_be_converted_is_reported_not_swallowed(recording, monkeypatch):
+    """librealsense swallows exceptions in frame callbacks; the backend hands them to read() instead."""
+    from deploy.sensing import realsense_camera
+
+    def broken(image):
+        raise ValueError("bad frame layout")
+
+    monkeypatch.setitem(realsense_camera._TO_RGB, "rgb8", broken)
+    camera = make_camera("realsense", path=recording)
+    camera.open()
+    try:
+        with pytest.raises(CameraError, match=r"recording .*colour\.db3: lost \(ValueError: bad frame layout\)"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                camera.read()
+                time.sleep(0.01)
+    finally:
+        camera.close()
