@@ -113,7 +113,9 @@ def check_flow(images, indices, n_frames: int, size) -> None:
 
 def test_realsense_recording_plays_from_its_first_frame_to_a_late_subscriber(domain_id, probe, tmp_path):
     recording = write_realsense_recording(tmp_path / "front.db3", 30)  # 1 s at 30 Hz, 64x48
-    images, _ = play_to_late_subscriber(domain_id, probe, "kind:=realsense", f"path:={recording}")
+    # the device mode from the robot's camera YAML (config/cameras_franka.yaml) does not apply to a recording
+    images, _ = play_to_late_subscriber(domain_id, probe, "kind:=realsense", f"path:={recording}",
+                                        "width:=640", "height:=480", "fps:=30.0")
     pixels = [image_from_msg(m) for m in images]
     indices = [int(p[0, 0, 0]) for p in pixels]
     check_flow(images, indices, 30, (64, 48))
