@@ -3,6 +3,8 @@ under /cameras/<name>/ with the frame's own capture stamp (sensor-data QoS), and
 
 A device that is absent or lost never stops the node: the error (naming the device) goes to /diagnostics, the
 device is closed and reopened every `reconnect_period_s`; frames held from before the loss are never published.
+A recording (`path`) is held back until the image has a subscriber (`wait_for_subscriber`), so a subscriber that
+starts after the node still gets the first frame.
 """
 from __future__ import annotations
 
