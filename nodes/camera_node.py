@@ -3,6 +3,8 @@ under /cameras/<name>/ with the frame's own capture stamp (sensor-data QoS), and
 
 A device that is absent or lost never stops the node: the error (naming the device) goes to /diagnostics, the
 device is closed and reopened every `reconnect_period_s`; frames held from before the loss are never published.
+A recording (`path`) is held back until the image has a subscriber (`wait_for_subscriber`), so a subscriber that
+starts after the node still gets the first frame.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from deploy.nodes.conversions import camera_info_to_msg, compressed_image_to_msg
 
 # Fields of CameraNodeConfig handed to the backend (each backend takes the ones its constructor names).
 BACKEND_FIELDS = ("link_name", "device", "path", "serial", "width", "height", "fps", "fourcc", "loop",
-                  "auto_exposure", "exposure_us", "intrinsics")
+                  "real_time", "auto_exposure", "exposure_us", "intrinsics")
 
 
 @dataclasses.dataclass
@@ -30,13 +32,15 @@ class CameraNodeConfig:
     kind: str = "sim"  # camera backend: sim | opencv | realsense
     link_name: str = ""  # sim: the sim's link ("" = this ROS domain's default)
     device: str = ""  # opencv: "/dev/video0" or an index as a string ('0')
-    path: str = ""  # opencv: a video file played as a camera at its own rate (instead of device)
+    path: str = ""  # a recording played as this camera: opencv a video file, realsense a .db3/.bag recording
     serial: str = ""  # realsense: serial number ("" = the first device found)
     width: int = 0  # opencv device / realsense: capture width [px] (0 = device default; realsense 640)
     height: int = 0  # capture height [px] (0 = device default; realsense 480)
     fps: float = 0.0  # capture rate [Hz] (0 = device default / the file's own rate; realsense 30)
     fourcc: str = ""  # opencv device: pixel format, e.g. MJPG or YUYV ("" = driver default)
-    loop: bool = False  # opencv file: start again at the end
+    loop: bool = False  # path: start again at the end
+    real_time: bool = True  # path: play at the recorded rate; false = every frame, as fast as this node publishes
+    wait_for_subscriber: bool = True  # path: play once the image has a subscriber (a late one sees frame 0)
     auto_exposure: bool = True  # realsense: auto exposure on/off
     exposure_us: float = 0.0  # realsense: manual exposure [us] when auto_exposure is false
     intrinsics: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)  # opencv: [fx, fy, cx, cy] px; zeros = uncalibrated
@@ -112,6 +116,8 @@ class CameraNode(Node):
             raise ConfigError(f"parameter(s) {', '.join(stray)} do not apply to camera kind '{self.config.kind}'")
         params = {name: getattr(self.config, name) for name in BACKEND_FIELDS if name in accepted}
         params["camera_name"] = self.config.camera_name
+        if "wait_for_play" in accepted:
+            params["wait_for_play"] = self.config.wait_for_subscriber and bool(self.config.path)
         if "link_name" in params:
             params["link_name"] = params["link_name"] or None
         if "clock" in accepted:
@@ -145,6 +151,9 @@ class CameraNode(Node):
     def poll(self) -> None:
         if not self.streaming:
             return
+        if self.camera.waiting_for_play and self.subscribers() > 0:
+            self.get_logger().info(f"a subscriber appeared: playing {self.camera.describe()}")
+            self.camera.play()
         try:
             frame = self.camera.read()
         except CameraError as error:
@@ -170,10 +179,16 @@ class CameraNode(Node):
                                                           self.config.jpeg_quality))
         self.frames_published += 1
 
+    def subscribers(self) -> int:
+        return self.image_pub.get_subscription_count() + (self.jpeg_pub.get_subscription_count()
+                                                           if self.jpeg_pub is not None else 0)
+
     def publish_diagnostics(self) -> None:
-        ended = getattr(self.camera, "ended", False)
-        if self.streaming:
-            level, message = (DiagnosticStatus.WARN, "end of video file") if ended else (DiagnosticStatus.OK, "streaming")
+        if self.streaming and self.camera.ended:
+            level, message = DiagnosticStatus.WARN, "end of recording"
+        elif self.streaming:
+            level, message = DiagnosticStatus.OK, ("waiting for a subscriber" if self.camera.waiting_for_play
+                                                   else "streaming")
         else:
             level, message = DiagnosticStatus.ERROR, self.last_error or "not open"
         values = {"kind": self.config.kind, "device": self.camera.describe(),

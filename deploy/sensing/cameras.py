@@ -1,9 +1,9 @@
 """Camera backends behind one interface, chosen by name (the camera node's `kind` parameter).
 
 Backends: "sim" (the embedded MuJoCo cameras), "opencv" (a V4L2/UVC device, or a video file played as a
-camera at its own rate), "realsense" (pyrealsense2 colour stream). Real backends capture in a background
-thread into a one-slot latest buffer, so `read()` never blocks; a lost device surfaces as CameraError from
-`read()` naming it. Frames are stamped with the `clock` passed in (the node passes its ROS clock).
+camera), "realsense" (pyrealsense2 colour stream of a device, or of a recording played as a camera). Real
+backends capture in a background thread into a one-slot latest buffer, so `read()` never blocks; a lost device
+surfaces as CameraError from `read()` naming it. Frames are stamped with the `clock` passed in (the node passes its ROS clock).
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ class Frame:
 
 class Camera(abc.ABC):
     intrinsics: Intrinsics
+    ended = False  # a recording reached its end (no loop); the end is not an error
+    waiting_for_play = False  # a recording held back until play() (see ThreadedCamera)
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -53,6 +55,9 @@ class Camera(abc.ABC):
 
     def close(self) -> None:
         """Release the device. Idempotent."""
+
+    def play(self) -> None:
+        """Let a recording held back by `wait_for_play` start; live cameras always play."""
 
     def describe(self) -> str:
         """The device in a few words, for diagnostics (`hardware_id`) and error messages."""
@@ -106,7 +111,7 @@ class SimCamera(Camera):
 
 # --- real devices: a capture thread feeding a one-slot latest buffer -----------------------------------------
 class _EndOfStream(Exception):
-    """A video file played to its end without `loop`."""
+    """A recording played to its end without `loop`."""
 
 
 class ThreadedCamera(Camera):
@@ -115,27 +120,58 @@ class ThreadedCamera(Camera):
 
     `read()` returns the newest frame not yet returned (older ones are dropped: the policy wants the latest),
     and raises CameraError naming the device after `max_failed_reads` failed reads in a row, a driver error,
-    or no frame for `frame_timeout_s` (0 = no timeout)."""
+    or no frame for `frame_timeout_s` (0 = no timeout).
 
-    def __init__(self, clock: Callable[[], float], max_failed_reads: int, frame_timeout_s: float):
+    Recordings (a file played as this camera) have two more knobs:
+    - `wait_for_play`: deliver nothing until `play()` (the node calls it when the first subscriber appears), so
+      a subscriber that starts after the camera still sees the recording from its first frame;
+    - `real_time` false: hand over every frame, the next one only after `read()` took the last (lossless,
+      as fast as the reader reads), instead of at the recorded rate with the latest-wins buffer."""
+
+    def __init__(self, clock: Callable[[], float], max_failed_reads: int, frame_timeout_s: float,
+                 real_time: bool = True, wait_for_play: bool = False):
         if max_failed_reads < 1:
             raise ConfigError(f"max_failed_reads {max_failed_reads} must be >= 1")
         self.clock = clock
         self.max_failed_reads = max_failed_reads
         self.frame_timeout_s = frame_timeout_s
+        self.real_time = real_time
+        self.wait_for_play = wait_for_play
         self._lock = threading.Lock()
+        self._taken = threading.Condition(self._lock)  # read() took the frame (lossless hand-over)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._play = threading.Event()
         self.frames_captured = 0
-        self.ended = False  # a video file reached its end (no loop)
+        self.ended = False  # a recording reached its end (no loop)
+
+    def _check_recording_options(self, path: str) -> None:
+        """`real_time` false and `wait_for_play` only mean something for a recording."""
+        if not path and (self.wait_for_play or not self.real_time):
+            raise ConfigError(f"{self.describe()}: real_time / wait_for_subscriber apply to recordings (path), "
+                              "not to devices")
 
     @abc.abstractmethod
     def _capture_one(self):
         """-> (image (H, W, 3) uint8 RGB, stamp_s) | None; may block up to about a frame period."""
 
+    def _begin(self) -> None:
+        """Start the device streaming, in the capture thread once playing is allowed (default: nothing to do)."""
+
     @abc.abstractmethod
     def _release(self) -> None:
         """Release the device handle (called after the capture thread stopped)."""
+
+    @property
+    def waiting_for_play(self) -> bool:
+        """Open, but holding the recording back until `play()`."""
+        return self._thread is not None and not self._play.is_set()
+
+    def play(self) -> None:
+        """Let a recording opened with `wait_for_play` start (idempotent)."""
+        with self._lock:
+            self._last_frame_mono = time.monotonic()  # the frame timeout counts from here
+        self._play.set()
 
     def _start(self) -> None:
         self._stop.clear()
@@ -144,11 +180,23 @@ class ThreadedCamera(Camera):
         self._seq = 0
         self.ended = False
         self._last_frame_mono = time.monotonic()
+        if self.wait_for_play:
+            self._play.clear()
+        else:
+            self._play.set()
         self._thread = threading.Thread(target=self._run, name=f"capture {self.describe()}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        while not self._play.wait(0.05):
+            if self._stop.is_set():
+                return
         failures = 0
+        try:
+            self._begin()
+        except Exception as error:  # noqa: BLE001 - the driver's own error; reported by read()
+            self._error = f"{self.describe()}: cannot start ({type(error).__name__}: {error})"
+            return
         while not self._stop.is_set():
             try:
                 got = self._capture_one()
@@ -168,6 +216,8 @@ class ThreadedCamera(Camera):
             failures = 0
             image, stamp_s = got
             with self._lock:
+                while not self.real_time and self._latest is not None and not self._stop.is_set():
+                    self._taken.wait(0.05)
                 self._seq += 1
                 self._latest = Frame(stamp_s=stamp_s, image=image, seq=self._seq)
                 self._last_frame_mono = time.monotonic()
@@ -178,10 +228,12 @@ class ThreadedCamera(Camera):
             raise CameraError(f"{self.describe()} is not open")
         with self._lock:
             frame, self._latest = self._latest, None
+            self._taken.notify()
             silent_s = time.monotonic() - self._last_frame_mono
         if self._error is not None:
             raise CameraError(self._error)
-        if frame is None and self.frame_timeout_s > 0 and not self.ended and silent_s > self.frame_timeout_s:
+        if (frame is None and self.frame_timeout_s > 0 and not self.ended and self._play.is_set()
+                and silent_s > self.frame_timeout_s):
             raise CameraError(f"{self.describe()}: no frame for {silent_s:.1f} s")
         return frame
 

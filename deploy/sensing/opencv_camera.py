@@ -13,7 +13,8 @@ from deploy.sensing.cameras import CameraError, Intrinsics, ThreadedCamera, _End
 @register("opencv")
 class OpenCVCamera(ThreadedCamera):
     """A V4L2/UVC device through OpenCV (`device` = index "0" or "/dev/video0"), or a video file (`path`)
-    played as a camera at its own frame rate (or `fps` when given), optionally looping.
+    played as a camera at its own frame rate (or `fps` when given; `real_time` false: every frame, as fast as
+    read), optionally looping, optionally held back until `play()` (`wait_for_play`).
 
     Stamps: a file frame is stamped with `clock()` when it is "captured" (released on its schedule). A device
     frame is stamped `clock()` at grab minus the age of the V4L2 buffer timestamp (CLOCK_MONOTONIC, read via
@@ -23,8 +24,9 @@ class OpenCVCamera(ThreadedCamera):
     def __init__(self, camera_name: str = "", device: str | int = "", path: str = "", width: int = 0,
                  height: int = 0, fps: float = 0.0, fourcc: str = "", loop: bool = False,
                  intrinsics: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
-                 clock: Callable[[], float] = time.time, max_failed_reads: int = 10, frame_timeout_s: float = 3.0):
-        super().__init__(clock, max_failed_reads, frame_timeout_s)
+                 clock: Callable[[], float] = time.time, max_failed_reads: int = 10, frame_timeout_s: float = 3.0,
+                 real_time: bool = True, wait_for_play: bool = False):
+        super().__init__(clock, max_failed_reads, frame_timeout_s, real_time, wait_for_play)
         device = str(device).strip()
         if bool(device) == bool(path):
             raise ConfigError(f"camera '{camera_name}': set exactly one of device (index or /dev/video*) and "
@@ -42,6 +44,7 @@ class OpenCVCamera(ThreadedCamera):
         self.width, self.height, self.fps, self.fourcc, self.loop = width, height, fps, fourcc, loop
         self._calibration = tuple(float(v) for v in intrinsics)
         self._cap = None
+        self._check_recording_options(path)
 
     def describe(self) -> str:
         return f"video file {self.path}" if self.path else f"camera device {self.device}"
@@ -109,7 +112,8 @@ class OpenCVCamera(ThreadedCamera):
             return None
         self._frames_this_pass += 1
         if self.path:
-            self._wait_until_due()
+            if self.real_time:
+                self._wait_until_due()
             stamp_s = self.clock()
         else:
             stamp_s = self.clock()
