@@ -502,18 +502,20 @@ def _split_map(arg: LaunchArg, value: str) -> dict[str, str]:
     return out
 
 
-def camera_source(value: str) -> dict[str, str]:
+def camera_source(value: str) -> dict[str, Any]:
     """The camera node parameters (kind + device|path|serial) for one device given on the command line.
 
     `x.bag` → a RealSense recording; `/dev/videoN` or a bare index 0..99 → an OpenCV device; `x.mp4|.avi|.mkv`
-    → a video file played as a camera; anything else → a RealSense serial, kept as a string (leading zeros)."""
+    → a video file played as a camera; anything else → a RealSense serial, kept as a string (leading zeros).
+    A recording plays at its own size and rate: width/height/fps 0, whatever the config asks of a device."""
     lower = value.lower()
+    own_format = {"width": 0, "height": 0, "fps": 0.0}
     if lower.endswith(".bag"):
-        return {"kind": "realsense", "path": _existing_file(value)}
+        return {"kind": "realsense", "path": _existing_file(value), **own_format}
     if value.startswith("/dev/video") or re.fullmatch(r"\d{1,2}", value):
         return {"kind": "opencv", "device": value}
     if lower.endswith(VIDEO_FILE_SUFFIXES):
-        return {"kind": "opencv", "path": _existing_file(value)}
+        return {"kind": "opencv", "path": _existing_file(value), **own_format}
     return {"kind": "realsense", "serial": value}
 
 

@@ -82,7 +82,8 @@ def test_camera_source_contract(value, expected):
 def test_camera_source_files_become_absolute_paths(tmp_path, monkeypatch, suffix, kind):
     (tmp_path / f"take{suffix}").write_bytes(b"\0")
     monkeypatch.chdir(tmp_path)
-    assert camera_source(f"take{suffix}") == {"kind": kind, "path": str(tmp_path / f"take{suffix}")}
+    assert camera_source(f"take{suffix}") == {"kind": kind, "path": str(tmp_path / f"take{suffix}"),
+                                              "width": 0, "height": 0, "fps": 0.0}  # the recording's own
     with pytest.raises(ConfigError, match=f"camera recording not found: .*/missing{suffix}"):
         camera_source(f"missing{suffix}")
 
@@ -103,6 +104,16 @@ def test_camera_serials_replace_a_sim_camera(tmp_path):
     resolved = resolve("sim", {"cameras": "front", "camera_serials": f"front:{video}"})
     front = effective_parameters(resolved.node("camera_front"))
     assert (front["kind"], front["path"]) == ("opencv", str(video))
+
+
+def test_a_recording_mapped_onto_a_real_camera_plays_at_its_own_size(tmp_path):
+    video = tmp_path / "wrist.mp4"
+    video.write_bytes(b"\0")
+    resolved = resolve("real_robot", {"robot": "ur", "cameras": "wrist", "camera_serials": f"wrist:{video}"})
+    wrist = effective_parameters(resolved.node("camera_wrist"))  # cameras_ur.yaml asks devices for 640x480@30
+    assert (wrist["kind"], wrist["path"], wrist["width"], wrist["height"], wrist["fps"]) == (
+        "opencv", str(video), 0, 0, 0.0)
+    assert wrist["output_width"] == 128  # the config's preprocessing stays
 
 
 @pytest.mark.parametrize("value, message", [
