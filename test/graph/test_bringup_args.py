@@ -191,3 +191,14 @@ def test_bad_params_file_is_one_line_naming_file_and_node(tmp_path, text, messag
 def test_missing_params_file_is_named(tmp_path, capsys):
     assert cli.main(["launch", "real_robot", f"params_file:={tmp_path}/nope.yaml", "--dry-run"]) == 2
     assert capsys.readouterr().err == f"deploy: error: parameter file not found: {tmp_path}/nope.yaml\n"
+
+
+@pytest.mark.parametrize("graph", ["real_robot", "robot", "sim", "teleop_session"])
+def test_show_args_lists_every_argument_with_its_description(graph, capsys):
+    assert cli.main(["launch", graph, "--show-args"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Arguments (pass arguments as '<name>:=<value>'):")
+    for arg in GRAPHS[graph].args:
+        assert f"\n    '{arg.name}':\n        {arg.description}" in out
+    if graph in ("real_robot", "robot"):
+        assert "'robot_ip':" in out and "'camera_serials':" in out and "'params_file':" in out

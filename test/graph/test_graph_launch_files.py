@@ -121,6 +121,7 @@ def test_launch_file_declares_every_argument_and_the_dds_transport(launch_file, 
     assert [e.args[0] for e in declared] == [a.name for a in graph.args]
     for entity, arg in zip(declared, graph.args):
         assert entity.kwargs["default_value"] == arg.default
+        assert entity.kwargs["description"] == arg.description  # what `ros2 launch --show-args` prints
         assert entity.kwargs.get("choices") == (list(arg.choices) if arg.choices else None)
     env = {e.args[0]: e.args[1] for e in entities if type(e).__name__ == "SetEnvironmentVariable"}
     assert set(env) == set(DDS_ENV_DEFAULTS)
