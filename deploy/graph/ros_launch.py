@@ -38,16 +38,13 @@ def launch_nodes(context, graph_name: str) -> list:
 
 
 def node_action(node: ResolvedNode):
-    """One `launch_ros.actions.Node` for a resolved node; a required node's exit shuts the launch down.
-    String parameters stay strings (ParameterValue with value_type=str), as the runner's `-p` gives them."""
+    """One `launch_ros.actions.Node` for a resolved node; a required node's exit shuts the launch down."""
     from launch.actions import Shutdown
     from launch_ros.actions import Node
-    from launch_ros.parameter_descriptions import ParameterValue
 
     parameters: list = [str(path) for path in node.params_files]
-    if node.parameters:  # launch_ros YAML-parses plain strings: serial '0123' would arrive as the integer 83
-        parameters.append({name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
-                           for name, value in node.parameters})
+    if node.parameters:
+        parameters.append(dict(node.parameters))
     kwargs = {}
     if node.required:
         kwargs["on_exit"] = [Shutdown(reason=f"required node '{node.name}' exited")]

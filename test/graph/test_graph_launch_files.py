@@ -29,22 +29,19 @@ class Recorded:
 
 def fake_launch_modules() -> dict[str, types.ModuleType]:
     names = ["LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable",
-             "Shutdown", "EnvironmentVariable", "LaunchConfiguration", "Node", "ParameterValue"]
+             "Shutdown", "EnvironmentVariable", "LaunchConfiguration", "Node"]
     classes = {name: type(name, (Recorded,), {}) for name in names}
     modules = {name: types.ModuleType(name) for name in
-               ["launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions",
-                "launch_ros.parameter_descriptions"]}
+               ["launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions"]}
     modules["launch"].LaunchDescription = classes["LaunchDescription"]
     for name in ["DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable", "Shutdown"]:
         setattr(modules["launch.actions"], name, classes[name])
     for name in ["EnvironmentVariable", "LaunchConfiguration"]:
         setattr(modules["launch.substitutions"], name, classes[name])
     modules["launch_ros.actions"].Node = classes["Node"]
-    modules["launch_ros.parameter_descriptions"].ParameterValue = classes["ParameterValue"]
     modules["launch"].actions = modules["launch.actions"]
     modules["launch"].substitutions = modules["launch.substitutions"]
     modules["launch_ros"].actions = modules["launch_ros.actions"]
-    modules["launch_ros"].parameter_descriptions = modules["launch_ros.parameter_descriptions"]
     return modules
 
 
@@ -74,9 +71,6 @@ def ros_args_of(node) -> list[str]:
     for item in kw["parameters"]:
         if isinstance(item, dict):
             for name, value in item.items():
-                if type(value).__name__ == "ParameterValue":  # a string kept a string
-                    assert value.kwargs == {"value_type": str}
-                    value = value.args[0]
                 out += ["-p", f"{name}:={param_value(value)}"]
         else:
             out += ["--params-file", item]
