@@ -205,11 +205,11 @@ def _check_franka(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> 
                                             "unlocked?"),
                  Row("joint states", SKIP, "not checked: no connection"), Row("model TCP", SKIP, "not checked")]
         return _RobotRows(rows)
-    mode = str(state.robot_mode).rsplit(".", 1)[-1]
-    if mode in ("kIdle", "Idle"):
+    mode = str(state.robot_mode).rsplit(".", 1)[-1]  # pylibfranka 0.21: RobotMode.Idle, .UserStopped, ...
+    if mode == "Idle":
         rows.append(Row("control mode", OK, f"robot mode {mode}: ready for torque control"))
     else:
-        rows.append(Row("control mode", FAIL, f"robot mode {mode}, not kIdle: release the user stop, clear "
+        rows.append(Row("control mode", FAIL, f"robot mode {mode}, not Idle: release the user stop, clear "
                                                "errors in Desk, unlock the joints"))
     rows.append(_rate_row(count, elapsed_s, NOMINAL_RATE_HZ["franka"]))
     model_m, _ = MujocoRobotModel().ee_pose(np.asarray(state.q, dtype=float))
