@@ -36,6 +36,7 @@ SIM_RATE_FRACTION = 0.5  # the sim's real-time physics on a shared machine (870 
 # world slower; it fails only when the sim barely steps (SIM_STALLED_FRACTION)
 SIM_STALLED_FRACTION = 0.02
 SIM_WARMUP_STEPS = 500  # the sim's first steps come while it loads the scene: measure after these
+SIM_START_S = 120.0  # a spawned sim builds its scene in seconds, but in a minute or more at load 20 on 2 cores
 NOMINAL_RATE_HZ = {"sim": 1000.0, "franka": 1000.0}  # ur: robot_params.frequency_hz
 TCP_WARN_M = 0.005  # model TCP further than this from the robot's own TCP: Cartesian targets are offset
 CAMERA_FIRST_FRAME_S = 90.0  # a sim's render process on a loaded machine needs tens of seconds for its first frame
@@ -159,9 +160,9 @@ def _check_sim(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> _Ro
 
     try:
         if process is not None:
-            connect_when_up(robot.connect, timeout_s=60.0)
-        if robot.wait_for_state(SIM_WARMUP_STEPS, timeout_s=60.0) is None:
-            raise DeployError(f"the sim made fewer than {SIM_WARMUP_STEPS} steps in 60 s")
+            connect_when_up(robot.connect, timeout_s=SIM_START_S)
+        if robot.wait_for_state(SIM_WARMUP_STEPS, timeout_s=SIM_START_S) is None:
+            raise DeployError(f"the sim made fewer than {SIM_WARMUP_STEPS} steps in {SIM_START_S:g} s")
     except DeployError as error:
         cleanup()
         return _RobotRows(_unreachable("the sim", f"sim link '{link}': {error}"))
