@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -89,6 +90,10 @@ def _cmd_check(ns: argparse.Namespace) -> int:
     from deploy.check import exit_code, format_table, run_checks
     from deploy.graph.description import parse_launch_args
 
+    if ns.domain_id is not None:  # the sim's link and the DDS row follow the domain, as under deploy launch
+        if not 0 <= ns.domain_id <= 232:
+            raise ConfigError(f"--domain-id {ns.domain_id} is out of range (0..232)")
+        os.environ["ROS_DOMAIN_ID"] = str(ns.domain_id)
     rows = run_checks(parse_launch_args(ns.args), sample_s=ns.sample)
     print(format_table(rows))
     failed = [row.check for row in rows if row.status == "FAIL"]
@@ -126,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("args", nargs="*", metavar="name:=value",
                        help="real_robot launch arguments, e.g. robot:=franka robot_ip:=172.16.0.2 cameras:=front")
     check.add_argument("--sample", type=float, default=2.0, help="seconds to measure each rate (default 2)")
+    check.add_argument("--domain-id", type=int, default=None,
+                       help="ROS_DOMAIN_ID of the graph to check (robot:=sim attaches to that domain's sim)")
     check.set_defaults(func=_cmd_check)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)

@@ -16,6 +16,7 @@ from deploy import check
 from deploy.errors import ConfigError
 from deploy.robots.mujoco_model import MujocoRobotModel
 from deploy.robots.ur_model import UR5eModel
+from harness import wait_until
 
 HOME_Q_RAD = [0.0, -1.57, 1.57, -1.57, -1.57, 0.0]
 
@@ -42,6 +43,18 @@ def test_sim_passes_and_reports_the_joint_state_rate(domain_id):
     assert rows["RT kernel"][0] == "ok" and rows["DDS profile"][0] == "ok"
     assert out.splitlines()[-1] == "deploy check: all passed"
     assert not any(name.startswith(f"deploy_sim_{domain_id}") for name in os.listdir("/dev/shm"))  # sim stopped
+
+
+def test_sim_of_a_running_graph_is_attached_to_not_started(launch_graph, domain_id, monkeypatch):
+    graph = launch_graph("robot", "cameras:=")  # sim, controller, proprioception
+    link = f"/dev/shm/deploy_sim_{domain_id}"
+    assert wait_until(lambda: os.path.exists(link), timeout_s=120), graph.output[-3000:]
+    monkeypatch.delenv("ROS_DOMAIN_ID")  # the domain comes from --domain-id, as with deploy launch
+    code, rows, out = deploy_check("robot:=sim", "cameras:=", "--domain-id", str(domain_id))
+    assert code == 0, out
+    assert rows["robot reachable"] == ("ok", f"sim link 'deploy_sim_{domain_id}' (a running sim)")
+    assert rows["DDS profile"][1].endswith(f"ROS_DOMAIN_ID={domain_id}")
+    assert os.path.exists(link) and graph.proc.poll() is None  # the graph's sim still runs
 
 
 def test_franka_where_nothing_listens_fails_naming_the_address(domain_id):
