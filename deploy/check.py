@@ -192,8 +192,12 @@ def _check_franka(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> 
     from deploy.robots.mujoco_model import MujocoRobotModel
 
     rows = [Row("robot reachable", OK, f"Franka FCI at {ip}:{FRANKA_PORT} accepts connections")]
+    not_checked = [Row("joint states", SKIP, "not checked: no connection"), Row("model TCP", SKIP, "not checked")]
     try:
         franka = import_pylibfranka()
+    except ConfigError as error:
+        return _RobotRows(rows + [Row("control mode", FAIL, str(error))] + not_checked)
+    try:
         robot = franka.Robot(ip, franka.RealtimeConfig.kIgnore)  # reading only: the RT row judges the kernel
         state = robot.read_once()
         start, count = time.monotonic(), 0
@@ -201,11 +205,9 @@ def _check_franka(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> 
             state = robot.read_once()
             count += 1
         elapsed_s = time.monotonic() - start
-    except (DeployError, RuntimeError) as error:  # pylibfranka's exceptions derive from RuntimeError
-        rows += [Row("control mode", FAIL, f"Franka at {ip}: {error} — is FCI enabled in Desk and the arm "
-                                            "unlocked?"),
-                 Row("joint states", SKIP, "not checked: no connection"), Row("model TCP", SKIP, "not checked")]
-        return _RobotRows(rows)
+    except (RuntimeError, franka.FrankaException) as error:
+        return _RobotRows(rows + [Row("control mode", FAIL, f"Franka at {ip}: {error} — is FCI enabled in Desk "
+                                                             "and the arm unlocked?")] + not_checked)
     mode = str(state.robot_mode).rsplit(".", 1)[-1]  # pylibfranka 0.21: RobotMode.Idle, .UserStopped, ...
     if mode == "Idle":
         rows.append(Row("control mode", OK, f"robot mode {mode}: ready for torque control"))
@@ -231,13 +233,16 @@ def _check_ur(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> _Rob
 
     frequency_hz = float(robot_params.get("frequency_hz", 500.0))
     rows = [Row("robot reachable", OK, f"UR RTDE at {ip}:{RTDE_PORT} accepts connections")]
+    not_checked = [Row("joint states", SKIP, "not checked: no connection"), Row("model TCP", SKIP, "not checked")]
     try:
         _, rtde_receive = import_rtde()
+    except ConfigError as error:
+        return _RobotRows(rows + [Row("control mode", FAIL, str(error))] + not_checked)
+    try:
         receive = rtde_receive.RTDEReceiveInterface(ip, frequency_hz)
-    except (DeployError, RuntimeError) as error:
-        rows += [Row("control mode", FAIL, f"UR at {ip}: RTDE receive failed: {error}"),
-                 Row("joint states", SKIP, "not checked: no connection"), Row("model TCP", SKIP, "not checked")]
-        return _RobotRows(rows)
+    except RuntimeError as error:
+        return _RobotRows(rows + [Row("control mode", FAIL, f"UR at {ip}: RTDE receive failed: {error}")]
+                          + not_checked)
     try:
         robot_mode, safety_mode = int(receive.getRobotMode()), int(receive.getSafetyMode())
         if robot_mode == UR_ROBOT_MODE_RUNNING and safety_mode == UR_SAFETY_MODE_NORMAL:

@@ -193,6 +193,15 @@ def test_franka_rows_from_read_once(franka):
     assert rows["model TCP"] == ("ok", "model TCP 0.0 mm from the robot's O_T_EE")
 
 
+def test_franka_without_pylibfranka_names_the_extra(franka, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pylibfranka", None)  # as on a machine without deploy[franka]
+    rows = rows_of(check.run_checks({"robot": "franka", "robot_ip": "127.0.0.1", "cameras": ""}, sample_s=0.2))
+    assert rows["robot reachable"][0] == "ok"
+    assert rows["control mode"][0] == "FAIL"
+    assert rows["control mode"][1].startswith("robot 'franka' needs the pylibfranka package: pip install "
+                                              "'deploy[franka]'")
+
+
 def test_franka_user_stop_fails_control_mode(franka):
     FakeFrankaRobot.robot_mode = "UserStopped"
     rows = rows_of(check.run_checks({"robot": "franka", "robot_ip": "127.0.0.1", "cameras": ""}, sample_s=0.2))
