@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploy.graph.description import DDS_ENV_DEFAULTS, GRAPHS, resolve
 from deploy.graph.runner import node_command, param_value
@@ -65,12 +66,13 @@ def load_and_run(launch_file: str, overrides: dict[str, str], monkeypatch):
 
 
 def ros_args_of(node) -> list[str]:
-    """The `--ros-args` a distro's launch_ros passes for a recorded Node (params files, then the dict)."""
+    """The `--ros-args` a distro's launch_ros passes for a recorded Node: the shipped params files, then the
+    inline parameters' file, read back here as the runner's `-p` arguments."""
     kw = node.kwargs
     out = ["--ros-args", "-r", f"__node:={kw['name']}"]
     for item in kw["parameters"]:
-        if isinstance(item, dict):
-            for name, value in item.items():
+        if Path(item).name.startswith(f"deploy_{kw['name']}_"):
+            for name, value in yaml.safe_load(Path(item).read_text())[kw["name"]]["ros__parameters"].items():
                 out += ["-p", f"{name}:={param_value(value)}"]
         else:
             out += ["--params-file", item]
@@ -121,3 +123,28 @@ def test_launch_file_declares_every_argument_and_the_dds_transport(launch_file, 
     assert set(env) == set(DDS_ENV_DEFAULTS)
     for name, substitution in env.items():  # keeps the caller's value, else the package default
         assert substitution.args == (name,) and substitution.kwargs == {"default_value": DDS_ENV_DEFAULTS[name]}
+
+
+def test_inline_parameters_file_keeps_a_leading_zero_serial_a_string_for_rcl():
+    """rcl, not PyYAML, types the values: read the file back through rclpy's own parameter overrides."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from deploy.graph.ros_launch import inline_params_file
+
+    node = resolve("real_robot", {"robot": "franka", "cameras": "front", "robot_ip": "172.16.0.2",
+                                  "camera_serials": "front:012345678901"}).node("camera_front")
+    path = Path(inline_params_file(node))
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context)
+    try:
+        probe = rclpy.create_node("camera_front", context=context)
+        overrides = {name: (p.type_, p.value) for name, p in probe._parameter_overrides.items()}
+        probe.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+        path.unlink()
+    assert overrides == {"use_sim_time": (Parameter.Type.BOOL, False),
+                         "camera_name": (Parameter.Type.STRING, "front"),
+                         "kind": (Parameter.Type.STRING, "realsense"),
+                         "serial": (Parameter.Type.STRING, "012345678901")}
