@@ -48,11 +48,13 @@ def test_sim_passes_and_reports_the_joint_state_rate(domain_id):
 def test_sim_of_a_running_graph_is_attached_to_not_started(launch_graph, domain_id, monkeypatch):
     graph = launch_graph("robot", "cameras:=")  # sim, controller, proprioception
     link = f"/dev/shm/deploy_sim_{domain_id}"
-    assert wait_until(lambda: os.path.exists(link), timeout_s=120), graph.output[-3000:]
+    assert wait_until(lambda: os.path.exists(link), timeout_s=240), graph.output[-3000:]
     monkeypatch.delenv("ROS_DOMAIN_ID")  # the domain comes from --domain-id, as with deploy launch
     code, rows, out = deploy_check("robot:=sim", "cameras:=", "--domain-id", str(domain_id))
-    assert code == 0, out
-    assert rows["robot reachable"] == ("ok", f"sim link 'deploy_sim_{domain_id}' (a running sim)")
+    assert rows["robot reachable"] == ("ok", f"sim link 'deploy_sim_{domain_id}' (a running sim)"), out
+    # beside a running graph the rate is the machine's (ok, warn, or FAIL when the sim barely steps)
+    assert re.fullmatch(r"\d+ Hz over \d\.\d s \(nominal 1000 Hz\).*", rows["joint states"][1]), out
+    assert code == (1 if rows["joint states"][0] == "FAIL" else 0), out
     assert rows["DDS profile"][1].endswith(f"ROS_DOMAIN_ID={domain_id}")
     assert os.path.exists(link) and graph.proc.poll() is None  # the graph's sim still runs
 
