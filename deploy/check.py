@@ -135,7 +135,6 @@ def _tcp_row(model_m: np.ndarray, robot_m: np.ndarray, robot_frame: str) -> Row:
 def _check_sim(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> _RobotRows:
     """Attach to the sim on this domain's link like the sim backend does; when none runs, start one with the
     graph's sim parameters (real time, no controller: the arm rests on its brakes)."""
-    from deploy.errors import RobotConnectionError
     from deploy.robots.sim import SimRobot
     from deploy.sim.link import default_link_name
     from deploy.sim.process import SimConfig, SimProcess, connect_when_up
@@ -146,21 +145,17 @@ def _check_sim(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> _Ro
     link = robot_params.get("link_name") or config.link_name or default_link_name()
     robot = SimRobot(link)
     process = None
-    try:
-        robot.connect()
-        how = "a running sim"
-    except RobotConnectionError:
-        process = SimProcess(config, link)
-        how = "started by deploy check"
+    if not (Path("/dev/shm") / link).exists():  # a link that exists belongs to a sim starting, running or starved
+        process = SimProcess(config, link)   # (heartbeat > 2 s old at load 20): attach, never start a second one
+    how = "a running sim" if process is None else "started by deploy check"
 
     def cleanup():
         robot.stop()
         if process is not None:
             process.stop()
 
-    try:
-        if process is not None:
-            connect_when_up(robot.connect, timeout_s=SIM_START_S)
+    try:  # an existing link's sim is past its start; a dead one's link is named after 30 s (the link's error)
+        connect_when_up(robot.connect, timeout_s=SIM_START_S if process is not None else 30.0)
         if robot.wait_for_state(SIM_WARMUP_STEPS, timeout_s=SIM_START_S) is None:
             raise DeployError(f"the sim made fewer than {SIM_WARMUP_STEPS} steps in {SIM_START_S:g} s")
     except DeployError as error:
