@@ -1,5 +1,5 @@
 """`deploy` command line: `deploy launch <graph> [name:=value ...] [--domain-id N] [--duration S]`, `deploy demo`,
-and the subcommands of the modules in `COMMAND_MODULES`.
+`deploy check [name:=value ...]` and the subcommands of the modules in `COMMAND_MODULES`.
 
 Each subcommand is a function taking the parsed namespace and returning the exit code. A module in
 `COMMAND_MODULES` exposes `register(commands)` adding its parsers to the subparsers action (keep its top-level
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -29,10 +30,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"deploy: error: {message} (see '{self.prog} --help')\n")
 
 
+def _show_args(graph_name: str) -> str:
+    """The graph's arguments as `ros2 launch --show-args` lists a launch file's."""
+    from deploy.graph.description import GRAPHS
+
+    graph = GRAPHS.get(graph_name)
+    if graph is None:
+        raise ConfigError(f"unknown graph '{graph_name}' (choose {'|'.join(sorted(GRAPHS))})")
+    lines = ["Arguments (pass arguments as '<name>:=<value>'):"]
+    for arg in graph.args:
+        choices = f". Valid choices are: {list(arg.choices)}" if arg.choices is not None else ""
+        lines += ["", f"    '{arg.name}':", f"        {arg.description}{choices}", f"        (default: '{arg.default}')"]
+    return "\n".join(lines)
+
+
 def _cmd_launch(ns: argparse.Namespace) -> int:
     from deploy.graph.description import parse_launch_args, resolve
     from deploy.graph.runner import child_environment, node_command, run_graph
 
+    if ns.show_args:
+        print(_show_args(ns.graph))
+        return 0
     graph = resolve(ns.graph, parse_launch_args(ns.args))
     if ns.dry_run:
         env = child_environment({}, ns.domain_id)
@@ -67,6 +85,22 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(ns: argparse.Namespace) -> int:
+    """The bring-up pre-flight: a table of checks, exit 1 when one failed (deploy/check.py)."""
+    from deploy.check import exit_code, format_table, run_checks
+    from deploy.graph.description import parse_launch_args
+
+    if ns.domain_id is not None:  # the sim's link and the DDS row follow the domain, as under deploy launch
+        if not 0 <= ns.domain_id <= 232:
+            raise ConfigError(f"--domain-id {ns.domain_id} is out of range (0..232)")
+        os.environ["ROS_DOMAIN_ID"] = str(ns.domain_id)
+    rows = run_checks(parse_launch_args(ns.args), sample_s=ns.sample)
+    print(format_table(rows))
+    failed = [row.check for row in rows if row.status == "FAIL"]
+    print(f"deploy check: {len(failed)} failed ({', '.join(failed)})" if failed else "deploy check: all passed")
+    return exit_code(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="deploy", description="Run and inspect deploy's ROS 2 node graphs.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -80,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--grace", type=float, default=5.0,
                         help="seconds each node gets after SIGINT before SIGTERM (default 5)")
     launch.add_argument("--dry-run", action="store_true", help="print the environment and node commands, start nothing")
+    launch.add_argument("--show-args", "-s", action="store_true",
+                        help="list the graph's launch arguments with their descriptions, start nothing")
     launch.set_defaults(func=_cmd_launch)
 
     demo = commands.add_parser("demo", help="run the embedded MuJoCo demo and save a video of it",
@@ -88,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="runs/demo", help="folder for front.mp4 and front.strip.png")
     demo.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the nodes")
     demo.set_defaults(func=_cmd_demo)
+    check = commands.add_parser(
+        "check", help="bring-up pre-flight: robot, RT kernel, joint-state rate, cameras, DDS, disk (moves nothing)",
+        description="Check, without moving the arm, what `deploy launch real_robot` with the same arguments needs. "
+                    "Prints one row per check; exit 0 when none failed, 1 otherwise.")
+    check.add_argument("args", nargs="*", metavar="name:=value",
+                       help="real_robot launch arguments, e.g. robot:=franka robot_ip:=172.16.0.2 cameras:=front")
+    check.add_argument("--sample", type=float, default=2.0, help="seconds to measure each rate (default 2)")
+    check.add_argument("--domain-id", type=int, default=None,
+                       help="ROS_DOMAIN_ID of the graph to check (robot:=sim attaches to that domain's sim)")
+    check.set_defaults(func=_cmd_check)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
     return parser
@@ -96,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns, extra = parser.parse_known_args(argv)
-    if ns.command == "launch":  # name:=value arguments may come after options too
+    if ns.command in ("launch", "check"):  # name:=value arguments may come after options too
         ns.args += [token for token in extra if ":=" in token]
         extra = [token for token in extra if ":=" not in token]
     if extra:

@@ -52,37 +52,44 @@ STATE_TOPICS = {"ee_pose": TOPICS["ee_pose"], "gripper_width": TOPICS["joint_sta
 # buffers) and 2 x 640x480 frames at 30 Hz lose ~65 %; measured in bench/camera_transport.py, README "DDS".
 DDS_PROFILE_FILE = "fastdds_localhost.xml"
 
-ARG_KINDS = ("str", "int", "bool", "list")
+ARG_KINDS = ("str", "int", "bool", "list", "map")
 _ROS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
-class LaunchArg:
-    """One declared launch argument; values always arrive as strings (`name:=value`)."""
-
-    name: str
-    default: str
-    description: str
-    choices: tuple[str, ...] | None = None  # allowed values; None = any value of `kind`
-    kind: str = "str"  # "str" | "int" | "bool" (true|false) | "list" (comma-separated ROS names)
-
-    def __post_init__(self):
-        if self.kind not in ARG_KINDS:
-            raise ConfigError(f"launch argument '{self.name}': unknown kind '{self.kind}' "
-                              f"(choose {'|'.join(ARG_KINDS)})")
-        if self.kind == "bool" and self.choices is None:
-            object.__setattr__(self, "choices", ("true", "false"))
-
-
-@dataclass(frozen=True)
 class Condition:
-    """The node exists only when launch argument `arg` has one of `values`."""
+    """Holds when launch argument `arg` has one of `values` (a node exists / an argument applies)."""
 
     arg: str
     values: tuple[str, ...]
 
     def holds(self, args: dict[str, str]) -> bool:
         return args[self.arg] in self.values
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    """One declared launch argument; values always arrive as strings (`name:=value`).
+
+    `sets` makes the argument a parameter override: a non-empty value sets parameter `sets[1]` of node
+    `sets[0]` (typed by `kind`), over the YAML files; empty keeps the YAML's value. `applies`: a non-empty
+    value is refused unless it holds (robot_ip means nothing to the sim)."""
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None  # allowed values; None = any value of `kind`
+    kind: str = "str"  # "str" | "int" | "bool" (true|false) | "list" (comma-separated ROS names)
+    # | "map" (comma-separated NAME:VALUE, NAME a ROS name)
+    sets: tuple[str, str] | None = None  # (node name, parameter name)
+    applies: Condition | None = None
+
+    def __post_init__(self):
+        if self.kind not in ARG_KINDS:
+            raise ConfigError(f"launch argument '{self.name}': unknown kind '{self.kind}' "
+                              f"(choose {'|'.join(ARG_KINDS)})")
+        if self.kind == "bool" and self.choices is None:
+            object.__setattr__(self, "choices", ("", "true", "false") if self.sets else ("true", "false"))
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ class NodeSpec:
     required: bool = False  # when it exits on its own, the whole graph stops
     condition: Condition | None = None
     for_each: str | None = None  # name of a "list" launch argument: one node per entry, `{item}` = entry
+    device_map: str | None = None  # a "map" launch argument: its `{item}` entry picks the device (camera_source)
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,20 @@ _REAL_ROBOT_ARGS = (
     LaunchArg("seed", "0", "random seed of the sim and the policy", kind="int"),
     LaunchArg("record", "false", "record the session's topics to a rosbag2 MCAP (deploy record)", kind="bool"),
     LaunchArg("bag", "", "bag directory for record:=true; empty = runs/bags/<UTC date-time>"),
+    # Bring-up on a real arm: each overrides one node parameter; empty keeps the config file's value.
+    LaunchArg("robot_ip", "", "the arm's address (franka: the FCI address, ur: the controller); "
+              "empty = robot_params.ip in config/controller_<robot>.yaml",
+              sets=("controller", "robot_params.ip"), applies=Condition("robot", ("franka", "ur"))),
+    LaunchArg("realtime", "", "franka: true = require a PREEMPT_RT kernel (libfranka kEnforce), false = run "
+              "without one (kIgnore); empty = the config's (unset: true)", kind="bool",
+              sets=("controller", "robot_params.realtime"), applies=Condition("robot", ("franka",))),
+    LaunchArg("gripper", "", "franka: true = drive the Franka Hand, false = arm only; empty = the config's "
+              "(unset: true)", kind="bool",
+              sets=("controller", "robot_params.gripper"), applies=Condition("robot", ("franka",))),
+    LaunchArg("camera_serials", "", "each camera's device, NAME:VALUE,...: a RealSense serial, /dev/videoN or N "
+              "(OpenCV), a .mp4/.avi/.mkv video or a RealSense .bag recording; empty = the config's", kind="map"),
+    LaunchArg("params_file", "", "your YAML (<node>: ros__parameters: ...) layered over the shipped config "
+              "files, e.g. controller: impedance gains; empty = none"),
 )
 
 _RECORDER = NodeSpec("recorder", "recorder_node", "deploy.nodes.recorder_node",
@@ -214,7 +236,7 @@ _REAL_ROBOT_NODES = (
              remappings=(("~/chunk", TOPICS["controller_chunk"]),
                          ("~/joint_chunk", TOPICS["controller_joint_chunk"])), required=True),
     NodeSpec("camera_{item}", "camera_node", "deploy.nodes.camera_node", ("cameras_{robot}.yaml",),
-             parameters=(InlineParam("camera_name", "{item}"),), for_each="cameras"),
+             parameters=(InlineParam("camera_name", "{item}"),), for_each="cameras", device_map="camera_serials"),
     NodeSpec("proprioception", "proprioception_node", "deploy.nodes.proprioception_node",
              ("proprioception.yaml",)),
     NodeSpec("policy", "policy_node", "deploy.nodes.policy_node", ("policy.yaml",),
@@ -238,9 +260,11 @@ REAL_ROBOT = Graph(
 
 
 def with_fixed_arg(graph: Graph, name: str, arg: str, value: str, description: str) -> Graph:
-    """A copy of `graph` named `name` whose argument `arg` can only be `value`."""
+    """A copy of `graph` named `name` whose argument `arg` can only be `value`; arguments that then never
+    apply (robot_ip once robot is sim) are dropped."""
     args = tuple(dataclasses.replace(a, default=value, choices=(value,)) if a.name == arg else a
-                 for a in graph.args)
+                 for a in graph.args
+                 if a.applies is None or a.applies.arg != arg or value in a.applies.values)
     return dataclasses.replace(graph, name=name, description=description, args=args)
 
 
@@ -371,6 +395,10 @@ for _graph in (RECORD, BAG_PLAY, REPLAY, REPLAY_TEST):
 
 
 # ----------------------------------------------------------------------------------------------- resolve ---
+PARAMS_FILE_ARG = "params_file"  # a graph declaring it layers the named user YAML over its config files
+VIDEO_FILE_SUFFIXES = (".mp4", ".avi", ".mkv")
+
+
 def resolve(graph_name: str, args: dict[str, str]) -> ResolvedGraph:
     """Validate `args` (name → string value) for graph `graph_name` and return its concrete nodes."""
     graph = GRAPHS.get(graph_name)
@@ -378,18 +406,39 @@ def resolve(graph_name: str, args: dict[str, str]) -> ResolvedGraph:
         raise ConfigError(f"unknown graph '{graph_name}' (choose {'|'.join(sorted(GRAPHS))})")
     values = _argument_values(graph, args)
     lists = {a.name: _split_list(a, values[a.name]) for a in graph.args if a.kind == "list"}
+    maps = {a.name: _split_map(a, values[a.name]) for a in graph.args if a.kind == "map"}
+    overrides = _argument_overrides(graph, values)
     conf = Path(graph.config_dir) if graph.config_dir is not None else config_dir()
     nodes: list[ResolvedNode] = []
+    templates_of: dict[str, dict[str, str]] = {}  # node → inline parameter → its template
     for spec in graph.nodes:
         if spec.condition is not None and not spec.condition.holds(values):
             continue
         items = lists[spec.for_each] if spec.for_each is not None else [None]
+        if spec.device_map is not None:
+            stray = sorted(set(maps[spec.device_map]) - set(items))
+            if stray:
+                raise ConfigError(f"launch argument '{spec.device_map}' names '{stray[0]}', which is not in "
+                                  f"{spec.for_each}:={values[spec.for_each]}")
         for item in items:
-            nodes.append(_resolve_node(graph, spec, values, item, conf))
+            node, templates = _resolve_node(graph, spec, values, item, conf)
+            extra = dict(overrides.get(node.name, {}))
+            if spec.device_map is not None and item in maps[spec.device_map]:
+                extra.update(camera_source(maps[spec.device_map][item]))
+            nodes.append(dataclasses.replace(node, parameters=node.parameters + tuple(extra.items())))
+            templates_of[node.name] = templates
     names = [n.name for n in nodes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"graph '{graph.name}' has two nodes named '{duplicates[0]}'")
+    missing = sorted(set(overrides) - set(names))
+    if missing:
+        raise ConfigError(f"graph '{graph.name}': a launch argument sets a parameter of node '{missing[0]}', "
+                          "which the graph does not start")
+    if values.get(PARAMS_FILE_ARG):
+        path = Path(values[PARAMS_FILE_ARG]).expanduser().resolve()
+        values[PARAMS_FILE_ARG] = str(path)
+        nodes = _layer_params_file(graph, path, nodes, templates_of)
     return ResolvedGraph(graph.name, values, tuple(nodes))
 
 
@@ -406,10 +455,28 @@ def _argument_values(graph: Graph, args: dict[str, str]) -> dict[str, str]:
     for arg in graph.args:
         value = values[arg.name]
         if arg.choices is not None and value not in arg.choices:
-            raise ConfigError(f"unknown {arg.name} '{value}' (choose {'|'.join(arg.choices)})")
+            shown = "|".join(c or "''" for c in arg.choices)
+            raise ConfigError(f"unknown {arg.name} '{value}' (choose {shown})")
         if arg.kind == "int" and not re.fullmatch(r"[+-]?\d+", value.strip()):
             raise ConfigError(f"launch argument '{arg.name}' must be an integer, got '{value}'")
+        if value and arg.applies is not None and not arg.applies.holds(values):
+            raise ConfigError(f"launch argument '{arg.name}' does not apply to {arg.applies.arg}:="
+                              f"{values[arg.applies.arg]} (only to {arg.applies.arg}:="
+                              f"{'|'.join(arg.applies.values)})")
     return values
+
+
+def _argument_overrides(graph: Graph, values: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """node → parameter → typed value, for every non-empty argument with `sets`."""
+    out: dict[str, dict[str, Any]] = {}
+    for arg in graph.args:
+        if arg.sets is None or not values[arg.name]:
+            continue
+        node, parameter = arg.sets
+        kind = arg.kind if arg.kind in ("int", "bool") else "str"
+        value = _typed(InlineParam(parameter, "", kind), values[arg.name], f"launch argument '{arg.name}'")
+        out.setdefault(node, {})[parameter] = value
+    return out
 
 
 def _split_list(arg: LaunchArg, value: str) -> list[str]:
@@ -420,6 +487,43 @@ def _split_list(arg: LaunchArg, value: str) -> list[str]:
     if len(set(items)) != len(items):
         raise ConfigError(f"launch argument '{arg.name}' lists a name twice: '{value}'")
     return items
+
+
+def _split_map(arg: LaunchArg, value: str) -> dict[str, str]:
+    """'front:123,wrist:/dev/video2' → {'front': '123', 'wrist': '/dev/video2'} (split at the first ':')."""
+    out: dict[str, str] = {}
+    for entry in comma_list(value):
+        name, sep, item = (part.strip() for part in entry.partition(":"))
+        if not sep or not item or not _ROS_NAME.match(name):
+            raise ConfigError(f"launch argument '{arg.name}': '{entry}' must be NAME:VALUE (e.g. front:123456789012)")
+        if name in out:
+            raise ConfigError(f"launch argument '{arg.name}' gives '{name}' twice: '{value}'")
+        out[name] = item
+    return out
+
+
+def camera_source(value: str) -> dict[str, Any]:
+    """The camera node parameters (kind + device|path|serial) for one device given on the command line.
+
+    `x.bag` → a RealSense recording; `/dev/videoN` or a bare index 0..99 → an OpenCV device; `x.mp4|.avi|.mkv`
+    → a video file played as a camera; anything else → a RealSense serial, kept as a string (leading zeros).
+    A recording plays at its own size and rate: width/height/fps 0, whatever the config asks of a device."""
+    lower = value.lower()
+    own_format = {"width": 0, "height": 0, "fps": 0.0}
+    if lower.endswith(".bag"):
+        return {"kind": "realsense", "path": _existing_file(value), **own_format}
+    if value.startswith("/dev/video") or re.fullmatch(r"\d{1,2}", value):
+        return {"kind": "opencv", "device": value}
+    if lower.endswith(VIDEO_FILE_SUFFIXES):
+        return {"kind": "opencv", "path": _existing_file(value), **own_format}
+    return {"kind": "realsense", "serial": value}
+
+
+def _existing_file(value: str) -> str:
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"camera recording not found: {path}")
+    return str(path)
 
 
 def _format(template: str, values: dict[str, str], item: str | None, where: str) -> str:
@@ -446,7 +550,8 @@ def _typed(param: InlineParam, text: str, where: str) -> Any:
 
 
 def _resolve_node(graph: Graph, spec: NodeSpec, values: dict[str, str], item: str | None,
-                  conf: Path) -> ResolvedNode:
+                  conf: Path) -> tuple[ResolvedNode, dict[str, str]]:
+    """The node, and where each inline parameter comes from (its template)."""
     where = f"graph '{graph.name}', node '{spec.name}'"
     name = _format(spec.name, values, item, where)
     files = []
@@ -454,20 +559,61 @@ def _resolve_node(graph: Graph, spec: NodeSpec, values: dict[str, str], item: st
         path = conf / _format(template, values, item, where)
         check_params_file(path, name)
         files.append(path)
+    inline = graph.common_parameters + spec.parameters
     parameters = tuple((p.name, _typed(p, _format(p.template, values, item, where), f"node '{name}'"))
-                       for p in graph.common_parameters + spec.parameters)
+                       for p in inline)
     remappings = tuple((_format(a, values, item, where), _format(b, values, item, where))
                        for a, b in spec.remappings)
-    return ResolvedNode(name, spec.executable, spec.module, tuple(files), parameters, remappings, spec.required)
+    node = ResolvedNode(name, spec.executable, spec.module, tuple(files), parameters, remappings, spec.required)
+    return node, {p.name: p.template for p in inline}
+
+
+def _layer_params_file(graph: Graph, path: Path, nodes: list[ResolvedNode],
+                       templates_of: dict[str, dict[str, str]]) -> list[ResolvedNode]:
+    """Append the user's file to the parameter files of every node one of its sections names, after the
+    shipped files, so its values win (rcl: later files win, `-p` wins over files; so robot_ip:= etc. win
+    over it, as a command line should). A section naming no node, or a parameter the graph always sets
+    inline (it would hide the file's value), is refused by name."""
+    layered: dict[str, ResolvedNode] = {n.name: n for n in nodes}
+    for section, line, params in params_sections(path):
+        matched = [n for n in nodes if section in _section_keys(n.name)]
+        if not matched:
+            raise ConfigError(f"{path}:{line}: section '{section}' names no node of graph '{graph.name}' "
+                              f"(nodes: {', '.join(n.name for n in nodes)}; '/**' = every node)")
+        for node in matched:
+            taken = sorted(set(params) & set(templates_of[node.name]))
+            if taken:
+                raise ConfigError(f"{path}:{line}: parameter '{taken[0]}' of node '{node.name}' is set by the "
+                                  f"graph ({taken[0]}:={templates_of[node.name][taken[0]]}), which would hide "
+                                  "this value")
+            current = layered[node.name]
+            if path not in current.params_files:
+                layered[node.name] = dataclasses.replace(current, params_files=current.params_files + (path,))
+    return [layered[n.name] for n in nodes]
+
+
+def _section_keys(node_name: str) -> set[str]:
+    """The section names in a ros__parameters file that apply to node `node_name` (root namespace)."""
+    return {node_name, "/" + node_name, "/**", "/**/" + node_name}
 
 
 def check_params_file(path: Path, node_name: str) -> None:
     """Raise ConfigError unless `path` is YAML of shape `<node_name or /**>: ros__parameters: {...}`."""
+    sections = params_sections(path, f" (for node '{node_name}')")
+    if not any(section in _section_keys(node_name) for section, _, _ in sections):
+        raise ConfigError(f"{path}:1: no '{node_name}:' or '/**:' section with ros__parameters")
+
+
+def params_sections(path: Path, for_whom: str = "") -> list[tuple[str, int, dict[str, Any]]]:
+    """(section, line, {parameter: value}) of a ros__parameters YAML file, nested namespaces joined with '.'.
+
+    Every problem is one ConfigError naming the file and line."""
     if not path.is_file():
-        raise ConfigError(f"parameter file not found: {path} (for node '{node_name}')")
+        raise ConfigError(f"parameter file not found: {path}{for_whom}")
+    text = path.read_text()
     try:
-        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
-        yaml.safe_load(path.read_text())
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        yaml.safe_load(text)  # construction errors (bad tags, ...) too
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -476,8 +622,7 @@ def check_params_file(path: Path, node_name: str) -> None:
     if not isinstance(root, yaml.MappingNode):
         line = root.start_mark.line + 1 if root is not None else 1
         raise ConfigError(f"{path}:{line}: expected '<node name>: ros__parameters:' at the top level")
-    matches = {node_name, "/" + node_name, "/**", "/**/" + node_name}
-    found = False
+    sections = []
     for key, value in root.value:
         where = f"{path}:{key.start_mark.line + 1}"
         if not isinstance(value, yaml.MappingNode) or [k.value for k, _ in value.value] != ["ros__parameters"]:
@@ -486,9 +631,31 @@ def check_params_file(path: Path, node_name: str) -> None:
         if not isinstance(params, yaml.MappingNode):
             line = params.start_mark.line + 1
             raise ConfigError(f"{path}:{line}: '{key.value}: ros__parameters' must be a mapping")
-        found = found or key.value in matches
-    if not found:
-        raise ConfigError(f"{path}:1: no '{node_name}:' or '/**:' section with ros__parameters")
+        sections.append((key.value, key.start_mark.line + 1,
+                         _flatten(yaml.safe_load(yaml.serialize(params)) or {})))
+    return sections
+
+
+def _flatten(params: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
+def effective_parameters(node: ResolvedNode) -> dict[str, Any]:
+    """The parameter values `node` starts with, as rcl layers them: its files in order (the sections that
+    apply to it), then its inline parameters. For tools that act as the node would (`deploy check`)."""
+    out: dict[str, Any] = {}
+    for path in node.params_files:
+        for section, _, params in params_sections(path):
+            if section in _section_keys(node.name):
+                out.update(params)
+    out.update(dict(node.parameters))
+    return out
 
 
 def parse_launch_args(tokens: list[str]) -> dict[str, str]:
@@ -504,7 +671,7 @@ def parse_launch_args(tokens: list[str]) -> dict[str, str]:
 
 __all__ = [
     "Condition", "DDS_ENV_DEFAULTS", "DDS_PROFILE_FILE", "GRAPHS", "Graph", "Implication", "InlineParam", "LaunchArg", "NodeSpec",
-    "ResolvedGraph", "ResolvedNode", "STATE_TOPICS", "TOPICS", "check_params_file", "config_dir", "dds_environment",
-    "parse_launch_args",
+    "PARAMS_FILE_ARG", "ResolvedGraph", "ResolvedNode", "STATE_TOPICS", "TOPICS", "camera_source", "check_params_file",
+    "config_dir", "dds_environment", "effective_parameters", "params_sections", "parse_launch_args",
     "register_graph", "resolve", "with_fixed_arg",
 ]

@@ -6,6 +6,10 @@ same `ResolvedNode`s, so a launch file and `deploy launch` cannot drift apart.
 """
 from __future__ import annotations
 
+import tempfile
+
+import yaml
+
 from deploy.errors import ConfigError
 from deploy.graph.description import GRAPHS, ResolvedNode, dds_environment, resolve
 
@@ -37,6 +41,24 @@ def launch_nodes(context, graph_name: str) -> list:
     return [node_action(node) for node in resolve(graph_name, args).nodes]
 
 
+class _QuotedStrings(yaml.SafeDumper):
+    """Every string double-quoted: rcl types a plain scalar itself, so a plain 012345678901 is read as a double."""
+
+
+_QuotedStrings.add_representer(str, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text,
+                                                                                  style='"'))
+
+
+def inline_params_file(node: ResolvedNode) -> str:
+    """The node's inline parameters as a params file (what `-p` gives under `deploy launch`). Not a dict handed to
+    launch_ros: it writes strings unquoted when PyYAML sees no other type, and rcl then reads a RealSense serial
+    with a leading zero as a double (measured with launch_ros 0.28: '012345678901' arrived as 12345678901.0)."""
+    with tempfile.NamedTemporaryFile("w", prefix=f"deploy_{node.name}_", suffix=".yaml", delete=False) as file:
+        yaml.dump({node.name: {"ros__parameters": dict(node.parameters)}}, file, Dumper=_QuotedStrings,
+                  sort_keys=False)
+    return file.name
+
+
 def node_action(node: ResolvedNode):
     """One `launch_ros.actions.Node` for a resolved node; a required node's exit shuts the launch down."""
     from launch.actions import Shutdown
@@ -44,7 +66,7 @@ def node_action(node: ResolvedNode):
 
     parameters: list = [str(path) for path in node.params_files]
     if node.parameters:
-        parameters.append(dict(node.parameters))
+        parameters.append(inline_params_file(node))
     kwargs = {}
     if node.required:
         kwargs["on_exit"] = [Shutdown(reason=f"required node '{node.name}' exited")]

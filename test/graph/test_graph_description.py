@@ -22,7 +22,8 @@ def names(graph):
 def test_defaults_give_the_sim_graph_in_start_order():
     graph = resolve("real_robot", {})
     assert graph.args == {"robot": "sim", "policy": "", "cameras": "wrist,front", "use_sim_time": "false",
-                          "sim_mode": "realtime", "seed": "0", "record": "false", "bag": ""}
+                          "sim_mode": "realtime", "seed": "0", "record": "false", "bag": "", "robot_ip": "",
+                          "realtime": "", "gripper": "", "camera_serials": "", "params_file": ""}
     assert names(graph) == ["sim", "controller", "camera_wrist", "camera_front", "proprioception", "policy",
                             "intervention"]
     assert [n.name for n in graph.nodes if n.required] == ["sim", "controller"]
@@ -94,7 +95,8 @@ def test_executables_match_the_console_scripts_in_setup_py():
 
 @pytest.mark.parametrize("args, message", [
     ({"foo": "1"}, "unknown launch argument 'foo' for graph 'real_robot' "
-                   "(known: robot, policy, cameras, use_sim_time, sim_mode, seed, record, bag)"),
+                   "(known: robot, policy, cameras, use_sim_time, sim_mode, seed, record, bag, robot_ip, realtime, "
+                   "gripper, camera_serials, params_file)"),
     ({"robot": "kuka"}, "unknown robot 'kuka' (choose sim|franka|ur|external)"),
     ({"use_sim_time": "yes"}, "unknown use_sim_time 'yes' (choose true|false)"),
     ({"sim_mode": "fast"}, "unknown sim_mode 'fast' (choose realtime|lockstep)"),

@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploy.graph.description import DDS_ENV_DEFAULTS, GRAPHS, resolve
 from deploy.graph.runner import node_command, param_value
@@ -65,12 +66,13 @@ def load_and_run(launch_file: str, overrides: dict[str, str], monkeypatch):
 
 
 def ros_args_of(node) -> list[str]:
-    """The `--ros-args` a distro's launch_ros passes for a recorded Node (params files, then the dict)."""
+    """The `--ros-args` a distro's launch_ros passes for a recorded Node: the shipped params files, then the
+    inline parameters' file, read back here as the runner's `-p` arguments."""
     kw = node.kwargs
     out = ["--ros-args", "-r", f"__node:={kw['name']}"]
     for item in kw["parameters"]:
-        if isinstance(item, dict):
-            for name, value in item.items():
+        if Path(item).name.startswith(f"deploy_{kw['name']}_"):
+            for name, value in yaml.safe_load(Path(item).read_text())[kw["name"]]["ros__parameters"].items():
                 out += ["-p", f"{name}:={param_value(value)}"]
         else:
             out += ["--params-file", item]
@@ -84,6 +86,8 @@ CASES = [
     ("sim.launch.py", {"sim_mode": "lockstep", "cameras": "wrist", "policy": "/x/p.safetensors", "seed": "4"}),
     ("real_robot.launch.py", {}),
     ("real_robot.launch.py", {"robot": "franka", "cameras": ""}),
+    ("real_robot.launch.py", {"robot": "franka", "robot_ip": "10.0.0.2", "realtime": "false", "gripper": "false",
+                              "cameras": "front,wrist", "camera_serials": "front:012345678901,wrist:/dev/video2"}),
     ("real_robot.launch.py", {"robot": "external", "cameras": "", "use_sim_time": "true"}),
     ("teleop_session.launch.py", {}),
     ("teleop_session.launch.py", {"device": "keyboard", "learn": "false", "episodes": "5"}),
@@ -113,8 +117,34 @@ def test_launch_file_declares_every_argument_and_the_dds_transport(launch_file, 
     assert [e.args[0] for e in declared] == [a.name for a in graph.args]
     for entity, arg in zip(declared, graph.args):
         assert entity.kwargs["default_value"] == arg.default
+        assert entity.kwargs["description"] == arg.description  # what `ros2 launch --show-args` prints
         assert entity.kwargs.get("choices") == (list(arg.choices) if arg.choices else None)
     env = {e.args[0]: e.args[1] for e in entities if type(e).__name__ == "SetEnvironmentVariable"}
     assert set(env) == set(DDS_ENV_DEFAULTS)
     for name, substitution in env.items():  # keeps the caller's value, else the package default
         assert substitution.args == (name,) and substitution.kwargs == {"default_value": DDS_ENV_DEFAULTS[name]}
+
+
+def test_inline_parameters_file_keeps_a_leading_zero_serial_a_string_for_rcl():
+    """rcl, not PyYAML, types the values: read the file back through rclpy's own parameter overrides."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from deploy.graph.ros_launch import inline_params_file
+
+    node = resolve("real_robot", {"robot": "franka", "cameras": "front", "robot_ip": "172.16.0.2",
+                                  "camera_serials": "front:012345678901"}).node("camera_front")
+    path = Path(inline_params_file(node))
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context)
+    try:
+        probe = rclpy.create_node("camera_front", context=context)
+        overrides = {name: (p.type_, p.value) for name, p in probe._parameter_overrides.items()}
+        probe.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+        path.unlink()
+    assert overrides == {"use_sim_time": (Parameter.Type.BOOL, False),
+                         "camera_name": (Parameter.Type.STRING, "front"),
+                         "kind": (Parameter.Type.STRING, "realsense"),
+                         "serial": (Parameter.Type.STRING, "012345678901")}
