@@ -218,7 +218,7 @@ _REAL_ROBOT_ARGS = (
               "(unset: true)", kind="bool",
               sets=("controller", "robot_params.gripper"), applies=Condition("robot", ("franka",))),
     LaunchArg("camera_serials", "", "each camera's device, NAME:VALUE,...: a RealSense serial, /dev/videoN or N "
-              "(OpenCV), a .mp4/.avi/.mkv video or a RealSense .bag recording; empty = the config's", kind="map"),
+              "(OpenCV), a .mp4/.avi/.mkv video or a RealSense .db3/.bag recording; empty = the config's", kind="map"),
     LaunchArg("params_file", "", "your YAML (<node>: ros__parameters: ...) layered over the shipped config "
               "files, e.g. controller: impedance gains; empty = none"),
 )
@@ -505,12 +505,13 @@ def _split_map(arg: LaunchArg, value: str) -> dict[str, str]:
 def camera_source(value: str) -> dict[str, Any]:
     """The camera node parameters (kind + device|path|serial) for one device given on the command line.
 
-    `x.bag` → a RealSense recording; `/dev/videoN` or a bare index 0..99 → an OpenCV device; `x.mp4|.avi|.mkv`
+    `x.db3|.bag` → a RealSense recording (pyrealsense2 2.59's recorder writes .db3); `/dev/videoN` or a bare
+    index 0..99 → an OpenCV device; `x.mp4|.avi|.mkv`
     → a video file played as a camera; anything else → a RealSense serial, kept as a string (leading zeros).
     A recording plays at its own size and rate: width/height/fps 0, whatever the config asks of a device."""
     lower = value.lower()
     own_format = {"width": 0, "height": 0, "fps": 0.0}
-    if lower.endswith(".bag"):
+    if lower.endswith((".db3", ".bag")):
         return {"kind": "realsense", "path": _existing_file(value), **own_format}
     if value.startswith("/dev/video") or re.fullmatch(r"\d{1,2}", value):
         return {"kind": "opencv", "device": value}

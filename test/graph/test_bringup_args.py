@@ -77,7 +77,7 @@ def test_camera_source_contract(value, expected):
     assert camera_source(value) == expected
 
 
-@pytest.mark.parametrize("suffix, kind", [(".bag", "realsense"), (".mp4", "opencv"), (".MKV", "opencv"),
+@pytest.mark.parametrize("suffix, kind", [(".bag", "realsense"), (".db3", "realsense"), (".mp4", "opencv"), (".MKV", "opencv"),
                                           (".avi", "opencv")])
 def test_camera_source_files_become_absolute_paths(tmp_path, monkeypatch, suffix, kind):
     (tmp_path / f"take{suffix}").write_bytes(b"\0")
