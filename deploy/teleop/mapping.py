@@ -64,7 +64,10 @@ def load_mapping(path: str | Path) -> InputMapping:
     except OSError as error:
         raise ConfigError(f"operator mapping {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"operator mapping {path}: invalid YAML: {str(error).splitlines()[0]}") from None
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"operator mapping {path}{line}: invalid YAML: {problem}") from None
     return mapping_from_dict(data, str(path))
 
 
