@@ -246,11 +246,13 @@ class Terminal:
     """`deploy operator keyboard --domain-id N` (the command `deploy launch teleop_session device:=keyboard` tells
     the user to run) as a real process whose terminal is a pty: what it prints is read from the pty's master."""
 
-    def __init__(self, domain_id):
+    def __init__(self, domain_id, deploy_args=None):
+        """`deploy_args`: the `deploy` command's arguments (default: operator keyboard on this domain)."""
+        deploy_args = deploy_args or ["operator", "keyboard", "--domain-id", str(domain_id)]
         self.master, slave = os.openpty()
-        self.proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "operator", "keyboard", "--domain-id",
-                                      str(domain_id)], env=ros_environment(domain_id), stdin=slave, stdout=slave,
-                                     stderr=slave, start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", *deploy_args],
+                                     env=ros_environment(domain_id), stdin=slave, stdout=slave, stderr=slave,
+                                     start_new_session=True)
         os.close(slave)
         self.chunks = []
         self._reader = threading.Thread(target=self._read, daemon=True)
