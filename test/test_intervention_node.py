@@ -323,7 +323,8 @@ def test_keyboard_operator_in_a_terminal_drives_the_arm_and_the_policy_restarts_
     type_keys(keyboard.master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s, 15 cm if every repeat lands in time
     # at least 4 cm: on a loaded machine repeats arrive late and the target may lead the arm by max_lead_m only
     # (CI saw 7.8 cm); a policy-driven arm stays near its circle's height
-    assert wait_until(lambda: z() - z_before > 0.04, timeout_s=30), (z_before, z())
+    gaps = lambda: np.diff([t for t, _ in list(joy)]).max()  # noqa: E731  (the operator stream's longest silence)
+    assert wait_until(lambda: z() - z_before > 0.04, timeout_s=30), (z_before, z(), recorder.flag_changes(), gaps())
     type_keys(keyboard.master, b"1")
     assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=30), keyboard.screen
 
