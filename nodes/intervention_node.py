@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from pathlib import Path
-
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
@@ -27,9 +25,17 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from deploy.control.chunks import CARTESIAN, ChunkError
 from deploy.errors import ConfigError
-from deploy.graph.description import STATE_TOPICS, TOPICS, config_dir
+from deploy.graph.description import STATE_TOPICS, TOPICS
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
-from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
+from deploy.nodes.conversions import (
+    chunk_from_msg,
+    chunk_to_msg,
+    joint_state_from_msg,
+    joy_from_msg,
+    pose_from_msg,
+    time_from_msg,
+    twist_from_msg,
+)
 from deploy.sensing.observation import ObservationAssembler
 from deploy.teleop import DEVICE_CHOICES, ScriptedOperatorConfig, TeleopConfig, make_operator
 from deploy.teleop.authority import AuthorityMux
@@ -58,10 +64,8 @@ class InterventionNode(Node):
         self.config = declare_config(self, InterventionConfig)
         teleop = declare_config(self, TeleopConfig, "teleop.")
         scripted = declare_config(self, ScriptedOperatorConfig, "scripted.")
-        mapping = Path(self.config.mapping)
-        mapping = mapping if mapping.is_absolute() or mapping.parent != Path(".") else config_dir() / mapping
         self.operator = make_operator(self.config.device, teleop, scripted, declare_prefixed(self, "device_params."),
-                                      str(mapping))
+                                      self.config.mapping)
         self.mux = AuthorityMux(self.operator)
         keys = self.operator.state_keys if self.operator is not None else ()
         unknown = sorted(set(keys) - set(STATE_TOPICS))
@@ -103,12 +107,12 @@ class InterventionNode(Node):
         return store
 
     def on_joy(self, msg: Joy):
-        self.operator.device.on_joy(self.now_s(), list(msg.axes), list(msg.buttons))
+        """Freshness is judged by arrival on this node's clock (a driver's stamps may come from another clock)."""
+        _, axes, buttons = joy_from_msg(msg)
+        self.operator.device.on_joy(self.now_s(), axes, buttons)
 
     def on_twist(self, msg: TwistStamped):
-        t = msg.twist
-        self.operator.device.on_twist(self.now_s(), [t.linear.x, t.linear.y, t.linear.z,
-                                                     t.angular.x, t.angular.y, t.angular.z])
+        self.operator.device.on_twist(self.now_s(), twist_from_msg(msg)[1])
 
     def on_episode_active(self, msg: Bool):
         """The episode runner homes the arm and resets the scene between episodes: the operator stands by."""

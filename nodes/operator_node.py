@@ -21,6 +21,7 @@ from sensor_msgs.msg import Joy
 
 from deploy.errors import ConfigError
 from deploy.nodes.common import COMMAND_QOS, declare_config, declare_prefixed, run_node
+from deploy.nodes.conversions import joy_to_msg, twist_to_msg
 from deploy.teleop import OUR_DEVICES
 from deploy.teleop.devices import keyboard_help, make_device
 from deploy.teleop.mapping import ContractEncoder
@@ -61,18 +62,11 @@ class OperatorNode(Node):
             print(keyboard_help(), flush=True)
 
     def on_tick(self):
-        now = self.get_clock().now()
-        sample = self.device.read(now.nanoseconds * 1e-9)
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        sample = self.device.read(now_s)
         for twist, buttons in self.encoder.encode(sample):
-            stamp = now.to_msg()
-            msg = TwistStamped()
-            msg.header.stamp = stamp
-            msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = twist[:3]
-            msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = twist[3:]
-            self.twist_pub.publish(msg)
-            joy = Joy(buttons=buttons)
-            joy.header.stamp = stamp
-            self.joy_pub.publish(joy)
+            self.twist_pub.publish(twist_to_msg(twist, now_s))
+            self.joy_pub.publish(joy_to_msg([], buttons, now_s))
         if sample.deadman_held != self._held:
             self._held = sample.deadman_held
             self.get_logger().info("deadman held: asking for authority" if self._held else "deadman released")

@@ -297,7 +297,8 @@ TELEOP_SESSION = dataclasses.replace(
                                                                if n.name == "intervention" else ()))
                 for n in SIM.nodes) + (
         NodeSpec("operator", "operator_node", "deploy.nodes.operator_node",
-                 parameters=(InlineParam("device", "{device}"),), condition=Condition("device", _STARTED_OPERATORS)),
+                 parameters=(InlineParam("device", "{device}"),), condition=Condition("device", _STARTED_OPERATORS),
+                 required=True),  # an absent or lost device ends the session with its one line
         NodeSpec("episodes", "episode_node", "deploy.nodes.episode_node", required=True,
                  parameters=(InlineParam("output", "{session}/episodes"), InlineParam("episodes", "{episodes}", "int"),
                              InlineParam("cameras", "{cameras}"))),

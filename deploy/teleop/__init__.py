@@ -8,7 +8,10 @@ spacenav), read through a mapping YAML (deploy.teleop.mapping).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from deploy.errors import ConfigError
+from deploy.graph.description import config_dir
 from deploy.teleop.authority import DeviceOperator, Operator, TeleopConfig
 from deploy.teleop.mapping import TopicDevice, load_mapping
 from deploy.teleop.scripted import ScriptedOperator, ScriptedOperatorConfig
@@ -20,8 +23,9 @@ DEVICE_CHOICES = (PASSTHROUGH, SCRIPTED, *LISTENED)
 
 
 def make_operator(device: str, teleop: TeleopConfig, scripted: ScriptedOperatorConfig,
-                  device_params: dict, mapping_path: str) -> Operator | None:
-    """-> None for passthrough, else the operator (a DeviceOperator over a TopicDevice for LISTENED devices)."""
+                  device_params: dict, mapping: str) -> Operator | None:
+    """-> None for passthrough, else the operator (a DeviceOperator over a TopicDevice for LISTENED devices).
+    `mapping`: a mapping YAML's file name in the package's config dir, or a path."""
     if device not in DEVICE_CHOICES:
         raise ConfigError(f"unknown device '{device}' (choose {'|'.join(DEVICE_CHOICES)})")
     if device != SCRIPTED and device_params:
@@ -31,6 +35,7 @@ def make_operator(device: str, teleop: TeleopConfig, scripted: ScriptedOperatorC
         return None
     if device == SCRIPTED:
         return ScriptedOperator(scripted, **device_params)
-    mapping = load_mapping(mapping_path)
+    path = Path(mapping)
+    mapping = load_mapping(path if path.is_absolute() or path.parent != Path(".") else config_dir() / path)
     heard = " and ".join(t for t in (mapping.joy_topic, mapping.twist_topic) if t)
     return DeviceOperator(TopicDevice(mapping, f"{device} operator on {heard}"), teleop)

@@ -1,11 +1,14 @@
 """The operator topic contract (deploy.teleop.mapping): mapping YAML parsing with one-line errors naming the bad
 key, Joy / Twist -> the operator's command, staleness as a released deadman, and our nodes' encoding round trip."""
+import re
+
 import numpy as np
 import pytest
 import yaml
 
 from deploy.errors import ConfigError
 from deploy.graph.description import config_dir
+from deploy.teleop import ScriptedOperatorConfig, TeleopConfig, make_operator
 from deploy.teleop.devices import DeviceSample
 from deploy.teleop.mapping import CONTRACT_BUTTONS, ContractEncoder, TopicDevice, load_mapping, mapping_from_dict
 
@@ -111,3 +114,19 @@ def test_our_nodes_encoding_round_trips_through_the_shipped_mapping():
     assert presses == ["success", "gripper", "success"]  # every press seen, the repeat too
     assert held == [True, True, False]
     assert twists == [[0, 0, 1, 0, 0, 0], [0.5, 0, 0, 0, 0, 0], [0] * 6]
+
+
+def test_operators_heard_on_topics_read_their_mapping_by_name_or_path(tmp_path):
+    joy = make_operator("external", TeleopConfig(), ScriptedOperatorConfig(), {}, "operator_joy.yaml")
+    assert joy.name == "external operator on /joy" and joy.device.mapping.deadman == 4
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(JOY))
+    assert make_operator("gamepad", TeleopConfig(), ScriptedOperatorConfig(), {}, str(path)).device.mapping.buttons \
+        == {"gripper": 0, "success": 7}
+    with pytest.raises(ConfigError, match=f"operator mapping {config_dir() / 'nope.yaml'}: No such file"):
+        make_operator("keyboard", TeleopConfig(), ScriptedOperatorConfig(), {}, "nope.yaml")
+    with pytest.raises(ConfigError, match="device 'keyboard' takes no device_params \\(got terminal\\); device options "
+                                          "go to the operator node"):
+        make_operator("keyboard", TeleopConfig(), ScriptedOperatorConfig(), {"terminal": "/dev/tty"}, "operator_deploy.yaml")
+    with pytest.raises(ConfigError, match=re.escape("unknown device 'joystick' (choose none|scripted|keyboard|")):
+        make_operator("joystick", TeleopConfig(), ScriptedOperatorConfig(), {}, "operator_deploy.yaml")
