@@ -88,7 +88,9 @@ class InterventionNode(Node):
         if "gripper_width" in keys:
             self.create_subscription(JointState, STATE_TOPICS["gripper_width"], self.on_joints, SENSOR_QOS)
         device = getattr(self.operator, "device", None)
-        if isinstance(device, TopicDevice):  # the operator's own node (or joy_node, spacenav) publishes these
+        self.heard = device if isinstance(device, TopicDevice) else None
+        self._silent: tuple[str, ...] = ()
+        if self.heard is not None:  # the operator's own node (or joy_node, spacenav) publishes these
             if device.mapping.joy_topic:
                 self.create_subscription(Joy, device.mapping.joy_topic, self.on_joy, COMMAND_QOS)
             if device.mapping.twist_topic:
@@ -150,6 +152,7 @@ class InterventionNode(Node):
     # --- the tick ----------------------------------------------------------------------------------------
     def on_tick(self):
         now_s = self.now_s()
+        self.report_operator_input(now_s)
         observation = self.observe(now_s)
         if not self.episode_running:
             if self.mux.pause(now_s):
@@ -170,6 +173,19 @@ class InterventionNode(Node):
             self.get_logger().info(("operator took over" if tick.human else "authority back to the policy")
                                    + (f": {why}" if why else ""))
         self.report_blocked_operator(tick.human, observation)
+
+    def report_operator_input(self, now_s: float):
+        """Say when the operator's topics go silent (read as a released deadman) and when they are heard again."""
+        if self.heard is None:
+            return
+        silent = self.heard.silent_topics(now_s)
+        if silent != self._silent:
+            if silent:
+                self.get_logger().info(f"no operator input on {', '.join(silent)} for "
+                                       f"{self.heard.mapping.timeout_s:g} s: the deadman reads as released")
+            else:
+                self.get_logger().info(f"hearing the operator on {', '.join(self._silent)}")
+        self._silent = silent
 
     def report_blocked_operator(self, human: bool, observation):
         """The operator asks for (or holds) authority but cannot act without the measured state: say why, once

@@ -32,7 +32,7 @@ JOY_TOPIC, TWIST_TOPIC = "/operator/joy", "/operator/twist"  # as config/operato
 @dataclasses.dataclass
 class OperatorNodeConfig:
     device: str = "keyboard"  # keyboard | gamepad | spacemouse
-    rate_hz: float = 50.0  # Joy + TwistStamped per second, also while nothing changes [Hz]
+    rate_hz: float = 25.0  # Joy + TwistStamped per second, also while nothing changes (joy_node: 20) [Hz]
 
     def __post_init__(self):
         if self.device not in OUR_DEVICES:

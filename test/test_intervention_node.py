@@ -189,6 +189,7 @@ class ExpertLikePolicy:
 def sim(launch_graph, probe):
     graph = launch_graph("robot", "cameras:=")
     recorder = Recorder(probe)
+    recorder.graph = graph
     assert wait_until(lambda: len(recorder.poses) > 20, timeout_s=90), graph.output[-3000:]
     yield recorder
     assert graph.interrupt() == 0, graph.output[-3000:]
@@ -324,7 +325,8 @@ def test_keyboard_operator_in_a_terminal_drives_the_arm_and_the_policy_restarts_
     # at least 4 cm: on a loaded machine repeats arrive late and the target may lead the arm by max_lead_m only
     # (CI saw 7.8 cm); a policy-driven arm stays near its circle's height
     gaps = lambda: np.diff([t for t, _ in list(joy)]).max()  # noqa: E731  (the operator stream's longest silence)
-    assert wait_until(lambda: z() - z_before > 0.04, timeout_s=30), (z_before, z(), recorder.flag_changes(), gaps())
+    assert wait_until(lambda: z() - z_before > 0.04, timeout_s=30), \
+        (z_before, z(), recorder.flag_changes(), gaps(), len(recorder.human), mux.output[-2000:], sim.graph.output[-3000:])
     type_keys(keyboard.master, b"1")
     assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=30), keyboard.screen
 
@@ -356,6 +358,9 @@ def test_keyboard_operator_in_a_terminal_drives_the_arm_and_the_policy_restarts_
     keyboard.proc.wait(timeout=10)
     assert wait_until(lambda: len(recorder.flag_changes()) >= 4, timeout_s=30), mux.output[-3000:]
     assert recorder.flag_changes()[3][1] is False
+    said = [line.split("]: ")[-1] for line in mux.lines if "operator input" in line or "hearing the operator" in line]
+    silent = "no operator input on /operator/joy, /operator/twist for 0.5 s: the deadman reads as released"
+    assert said[0] == silent and said[-2:] == ["hearing the operator on /operator/joy, /operator/twist", silent], said
     assert mux.stop() == 0, mux.output[-3000:]
 
 

@@ -188,6 +188,12 @@ class TopicDevice(OperatorDevice):
     def fresh(self, stream: str, now_s: float) -> bool:
         return now_s - self._received_s[stream] <= self.mapping.timeout_s
 
+    def silent_topics(self, now_s: float) -> tuple[str, ...]:
+        """The mapping's topics on which nothing arrived within timeout_s (for the node to say so)."""
+        m = self.mapping
+        return tuple(topic for stream, topic in (("joy", m.joy_topic), ("twist", m.twist_topic))
+                     if topic and not self.fresh(stream, now_s))
+
     def read(self, now_s: float) -> DeviceSample:
         m = self.mapping
         command = np.zeros(6)

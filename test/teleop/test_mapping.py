@@ -75,10 +75,11 @@ def test_joy_axes_and_buttons_become_the_command():
 def test_a_silent_stream_reads_as_a_released_deadman():
     device = TopicDevice(mapping_from_dict(JOY), "pad")
     assert not device.read(0.0).deadman_held  # nothing ever received
+    assert device.silent_topics(0.0) == ("/joy",)
     device.on_joy(1.0, [0.0, 1.0], [0, 0, 0, 0, 1])
-    assert device.read(1.5).deadman_held  # exactly timeout_s old: still fresh
+    assert device.read(1.5).deadman_held and device.silent_topics(1.5) == ()  # exactly timeout_s old: still fresh
     sample = device.read(1.51)
-    assert not sample.deadman_held and not sample.twist.any()
+    assert not sample.deadman_held and not sample.twist.any() and device.silent_topics(1.51) == ("/joy",)
 
 
 def test_deflection_deadman_and_twist_source():
