@@ -40,7 +40,8 @@ ROS_WHEELS = [
 # mcap + mcap-ros2-support: the MCAP reader Foxglove is built on, to check our bags without rosbags
 TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "mcap==1.6.0", "mcap-ros2-support==0.6.0"]
 
-NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention", "frame_recorder", "recorder", "replay"]
+NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention", "frame_recorder", "recorder", "replay", "operator"]
+OPERATORS = ["keyboard", "gamepad", "spacemouse"]  # `ros2 run deploy keyboard_operator` in the operator's terminal
 
 setup(
     name=PACKAGE,
@@ -81,6 +82,7 @@ setup(
     tests_require=TEST_REQUIRES,
     entry_points={
         "console_scripts": [f"{name}_node = deploy.nodes.{name}_node:main" for name in NODES]
+        + [f"{name}_operator = deploy.nodes.operator_node:{name}_main" for name in OPERATORS]
         + ["deploy = deploy.cli:main"],
     },
 )

@@ -1,5 +1,6 @@
 """`deploy` command line: `deploy launch <graph> [name:=value ...] [--domain-id N] [--duration S]`, `deploy demo`,
-`deploy check [name:=value ...]` and the subcommands of the modules in `COMMAND_MODULES`.
+`deploy check [name:=value ...]`, `deploy operator <device>` (an operator node in this terminal), and the
+subcommands of the modules in `COMMAND_MODULES`.
 
 Each subcommand is a function taking the parsed namespace and returning the exit code. A module in
 `COMMAND_MODULES` exposes `register(commands)` adding its parsers to the subparsers action (keep its top-level
@@ -45,13 +46,16 @@ def _show_args(graph_name: str) -> str:
 
 
 def _cmd_launch(ns: argparse.Namespace) -> int:
-    from deploy.graph.description import parse_launch_args, resolve
+    from deploy.graph.description import operator_note, parse_launch_args, resolve
     from deploy.graph.runner import child_environment, node_command, run_graph
 
     if ns.show_args:
         print(_show_args(ns.graph))
         return 0
     graph = resolve(ns.graph, parse_launch_args(ns.args))
+    note = operator_note(graph, ns.domain_id)
+    if note:
+        print(note, flush=True)
     if ns.dry_run:
         env = child_environment({}, ns.domain_id)
         print(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())))
@@ -61,6 +65,20 @@ def _cmd_launch(ns: argparse.Namespace) -> int:
     if ns.duration is not None and ns.duration <= 0:
         raise ConfigError(f"--duration must be positive, got {ns.duration:g}")
     return run_graph(graph, domain_id=ns.domain_id, duration_s=ns.duration, grace_s=ns.grace)
+
+
+def _cmd_operator(ns: argparse.Namespace) -> int:
+    """Replace this process with the operator node, in this terminal, on the graph's DDS settings and domain."""
+    import os
+
+    from deploy.graph.runner import child_environment
+
+    env = child_environment(os.environ, ns.domain_id)
+    argv = [sys.executable, "-m", "deploy.nodes.operator_node", "--ros-args", "-r", f"__node:={ns.device}_operator",
+            "-p", f"device:={ns.device}"]
+    for token in ns.args:
+        argv += ["-p", token]
+    os.execve(sys.executable, argv, env)
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
@@ -118,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="list the graph's launch arguments with their descriptions, start nothing")
     launch.set_defaults(func=_cmd_launch)
 
+    operator = commands.add_parser("operator", help="run an operator device node in this terminal (like "
+                                   "`ros2 run deploy keyboard_operator`)",
+                                   description="Publish an operator device on /operator/joy and /operator/twist for "
+                                               "the intervention node (teleop_session device:=keyboard).")
+    operator.add_argument("device", choices=("keyboard", "gamepad", "spacemouse"))
+    operator.add_argument("args", nargs="*", metavar="name:=value",
+                          help="node parameters, e.g. device_params.key_hold_s:=0.3 or rate_hz:=100")
+    operator.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the graph")
+    operator.set_defaults(func=_cmd_operator)
+
     demo = commands.add_parser("demo", help="run the embedded MuJoCo demo and save a video of it",
                                description="Start the sim graph for a while and record the front camera.")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds to run (default 40)")
@@ -142,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns, extra = parser.parse_known_args(argv)
-    if ns.command in ("launch", "check"):  # name:=value arguments may come after options too
+    if ns.command in ("launch", "check", "operator"):  # name:=value arguments may come after options too
         ns.args += [token for token in extra if ":=" in token]
         extra = [token for token in extra if ":=" not in token]
     if extra:

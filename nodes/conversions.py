@@ -19,6 +19,9 @@ The core (`deploy/`, `policies/`) never sees a message; nodes call these. Mappin
   stamp = the chunk's header.stamp (same nanoseconds), frame_id = the weight version (sha256 prefix of the
   weights file, or "scripted-<name>"). A log joins chunks to versions by exact stamp equality; the chunk's own
   frame_id stays "base". The current version is also latched on /policy/weight_version (std_msgs/String).
+- Operator input (deploy.teleop.mapping) = sensor_msgs/Joy (axes, buttons as received) and/or
+  geometry_msgs/TwistStamped; our operator nodes publish the twist normalised to -1..1 (fraction of full speed,
+  frame_id "base") and the buttons deadman, gripper, success, failure, rerecord.
 - Bags keep messages serialized (CDR bytes, typed by ROS 2 names such as "sensor_msgs/msg/Image"):
   `message_class` / `message_from_cdr` turn them into messages; QoS travels as deploy.bags.topics.QosSpec.
 """
@@ -32,7 +35,7 @@ from geometry_msgs.msg import PoseStamped, Transform, TwistStamped, WrenchStampe
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, Joy
 from std_msgs.msg import Float64, Float64MultiArray, Header, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
@@ -268,6 +271,24 @@ def twist_to_msg(twist_lin_ang, stamp_s: float, frame_id: str = BASE_FRAME) -> T
     _set_xyz(msg.twist.linear, twist_lin_ang[:3])
     _set_xyz(msg.twist.angular, twist_lin_ang[3:])
     return msg
+
+
+def twist_from_msg(msg: TwistStamped) -> tuple[float, np.ndarray]:
+    """-> (stamp_s, (6,) [linear; angular])."""
+    v, w = msg.twist.linear, msg.twist.angular
+    return time_from_msg(msg.header.stamp), np.array([v.x, v.y, v.z, w.x, w.y, w.z])
+
+
+def joy_to_msg(axes, buttons, stamp_s: float) -> Joy:
+    msg = _stamped(Joy, stamp_s, "")
+    msg.axes = [float(a) for a in axes]
+    msg.buttons = [int(b) for b in buttons]
+    return msg
+
+
+def joy_from_msg(msg: Joy) -> tuple[float, list[float], list[int]]:
+    """-> (stamp_s, axes, buttons)."""
+    return time_from_msg(msg.header.stamp), list(msg.axes), list(msg.buttons)
 
 
 def wrench_to_msg(wrench, stamp_s: float, frame_id: str = BASE_FRAME) -> WrenchStamped:

@@ -44,7 +44,7 @@ from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Background
 from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
                                       joint_state_from_msg, pose_from_msg, time_from_msg)
 
-SERVICE_TIMEOUT_S = 10.0
+SERVICE_TIMEOUT_S = 30.0  # a policy node still loading its checkpoint on a loaded 2-core machine took > 10 s
 HOMING_REPUBLISH_S = 0.2  # below the controller's stale-chunk timeout
 HUMAN_SILENCE_S = 0.5  # an operator chunk this long past its end no longer counts as a human action
 

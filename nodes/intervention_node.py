@@ -2,9 +2,11 @@
 the operator (deploy.teleop) - and the intervention flag is published every tick so every logged step knows
 who was in charge.
 
-Parameters: `device` ("none" passthrough | scripted | keyboard | gamepad | spacemouse) with its options as
-`device_params.<name>`, `teleop.*` (deploy.teleop.authority.TeleopConfig), `scripted.*`
-(deploy.teleop.scripted.ScriptedOperatorConfig). An absent device stops the node with one line naming it.
+Parameters: `device` ("none" passthrough | scripted | keyboard | gamepad | spacemouse | external), `mapping`
+(the operator input mapping YAML: a file name in the package's config dir, or a path), `teleop.*`
+(deploy.teleop.authority.TeleopConfig), `scripted.*` (deploy.teleop.scripted.ScriptedOperatorConfig) and the
+scripted expert's options as `device_params.<name>`. Operator devices are their own nodes (operator_node); this
+node hears them on the mapping's sensor_msgs/Joy and geometry_msgs/TwistStamped topics (deploy.teleop.mapping).
 Topics: `~/policy_chunk` / `~/policy_joint_chunk` in, `~/chunk` / `~/joint_chunk` out (remapped by the graph);
 `/intervention/active` (Bool, every tick), `/intervention/human_chunk` (what the operator commanded, the
 logged human action), `/intervention/event` (String: success | failure | rerecord). Operator chunks are
@@ -15,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
@@ -25,20 +27,31 @@ from deploy.control.chunks import CARTESIAN, ChunkError
 from deploy.errors import ConfigError
 from deploy.graph.description import STATE_TOPICS, TOPICS
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare_config, declare_prefixed, run_node
-from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, joint_state_from_msg, pose_from_msg, time_from_msg
+from deploy.nodes.conversions import (
+    chunk_from_msg,
+    chunk_to_msg,
+    joint_state_from_msg,
+    joy_from_msg,
+    pose_from_msg,
+    time_from_msg,
+    twist_from_msg,
+)
 from deploy.sensing.observation import ObservationAssembler
-from deploy.teleop import ScriptedOperatorConfig, TeleopConfig, make_operator
+from deploy.teleop import DEVICE_CHOICES, ScriptedOperatorConfig, TeleopConfig, make_operator
 from deploy.teleop.authority import AuthorityMux
-
+from deploy.teleop.mapping import TopicDevice
 
 
 @dataclasses.dataclass
 class InterventionConfig:
-    device: str = "none"  # none (passthrough) | scripted | keyboard | gamepad | spacemouse
+    device: str = "none"  # none (passthrough) | scripted | keyboard | gamepad | spacemouse | external
+    mapping: str = "operator_deploy.yaml"  # operator input mapping: file name in the config dir, or a path
     flag_rate_hz: float = 100.0  # tick rate: device polled, /intervention/active published [Hz]
     state_max_age_s: float = 0.2  # older proprioception / cube pose cannot start a takeover [s]
 
     def __post_init__(self):
+        if self.device not in DEVICE_CHOICES:
+            raise ConfigError(f"unknown device '{self.device}' (choose {'|'.join(DEVICE_CHOICES)})")
         if not 1.0 <= self.flag_rate_hz <= 1000.0:
             raise ConfigError(f"flag_rate_hz {self.flag_rate_hz} outside [1, 1000]")
         if not self.state_max_age_s > 0:
@@ -51,7 +64,8 @@ class InterventionNode(Node):
         self.config = declare_config(self, InterventionConfig)
         teleop = declare_config(self, TeleopConfig, "teleop.")
         scripted = declare_config(self, ScriptedOperatorConfig, "scripted.")
-        self.operator = make_operator(self.config.device, teleop, scripted, declare_prefixed(self, "device_params."))
+        self.operator = make_operator(self.config.device, teleop, scripted, declare_prefixed(self, "device_params."),
+                                      self.config.mapping)
         self.mux = AuthorityMux(self.operator)
         keys = self.operator.state_keys if self.operator is not None else ()
         unknown = sorted(set(keys) - set(STATE_TOPICS))
@@ -73,6 +87,14 @@ class InterventionNode(Node):
             self.create_subscription(PoseStamped, STATE_TOPICS["cube_pose"], self.on_pose("cube_pose"), SENSOR_QOS)
         if "gripper_width" in keys:
             self.create_subscription(JointState, STATE_TOPICS["gripper_width"], self.on_joints, SENSOR_QOS)
+        device = getattr(self.operator, "device", None)
+        self.heard = device if isinstance(device, TopicDevice) else None
+        self._silent: tuple[str, ...] = ()
+        if self.heard is not None:  # the operator's own node (or joy_node, spacenav) publishes these
+            if device.mapping.joy_topic:
+                self.create_subscription(Joy, device.mapping.joy_topic, self.on_joy, COMMAND_QOS)
+            if device.mapping.twist_topic:
+                self.create_subscription(TwistStamped, device.mapping.twist_topic, self.on_twist, COMMAND_QOS)
         self.episode_running = True  # without an episode runner every moment is "in an episode"
         self.create_subscription(Bool, "/episode/active", self.on_episode_active, LATCHED_QOS)
         self.create_timer(1.0 / self.config.flag_rate_hz, self.on_tick)
@@ -85,6 +107,14 @@ class InterventionNode(Node):
             stamp_s, position, quat = pose_from_msg(msg)
             self.assembler.update(key, stamp_s, np.concatenate([position, quat]))
         return store
+
+    def on_joy(self, msg: Joy):
+        """Freshness is judged by arrival on this node's clock (a driver's stamps may come from another clock)."""
+        _, axes, buttons = joy_from_msg(msg)
+        self.operator.device.on_joy(self.now_s(), axes, buttons)
+
+    def on_twist(self, msg: TwistStamped):
+        self.operator.device.on_twist(self.now_s(), twist_from_msg(msg)[1])
 
     def on_episode_active(self, msg: Bool):
         """The episode runner homes the arm and resets the scene between episodes: the operator stands by."""
@@ -122,6 +152,7 @@ class InterventionNode(Node):
     # --- the tick ----------------------------------------------------------------------------------------
     def on_tick(self):
         now_s = self.now_s()
+        self.report_operator_input(now_s)
         observation = self.observe(now_s)
         if not self.episode_running:
             if self.mux.pause(now_s):
@@ -142,6 +173,19 @@ class InterventionNode(Node):
             self.get_logger().info(("operator took over" if tick.human else "authority back to the policy")
                                    + (f": {why}" if why else ""))
         self.report_blocked_operator(tick.human, observation)
+
+    def report_operator_input(self, now_s: float):
+        """Say when the operator's topics go silent (read as a released deadman) and when they are heard again."""
+        if self.heard is None:
+            return
+        silent = self.heard.silent_topics(now_s)
+        if silent != self._silent:
+            if silent:
+                self.get_logger().info(f"no operator input on {', '.join(silent)} for "
+                                       f"{self.heard.mapping.timeout_s:g} s: the deadman reads as released")
+            else:
+                self.get_logger().info(f"hearing the operator on {', '.join(self._silent)}")
+        self._silent = silent
 
     def report_blocked_operator(self, human: bool, observation):
         """The operator asks for (or holds) authority but cannot act without the measured state: say why, once

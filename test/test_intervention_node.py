@@ -1,9 +1,11 @@
 """The intervention node over real DDS on the real sim: one writer of /controller/chunk, bumpless takeover and
-hand-back (reference continuity on /controller/reference), the keyboard through a pseudo-terminal with the real
-policy node, and one clear line when the device is absent."""
+hand-back (reference continuity on /controller/reference), the keyboard operator node in a pseudo-terminal heard
+over the operator topics with the real policy node (its death hands back), and one clear line when a device is
+absent or a mapping is bad."""
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -15,6 +17,7 @@ from deploy.policies.expert import PushExpert
 from geometry_msgs.msg import PoseStamped
 from harness import ros_environment, wait_until
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
@@ -186,6 +189,7 @@ class ExpertLikePolicy:
 def sim(launch_graph, probe):
     graph = launch_graph("robot", "cameras:=")
     recorder = Recorder(probe)
+    recorder.graph = graph
     assert wait_until(lambda: len(recorder.poses) > 20, timeout_s=90), graph.output[-3000:]
     yield recorder
     assert graph.interrupt() == 0, graph.output[-3000:]
@@ -228,7 +232,7 @@ def test_scripted_operator_takes_over_and_hands_back_bumplessly_with_one_writer(
     assert mux.stop() == 0, mux.output[-3000:]
 
 
-# --- the keyboard, through a pseudo-terminal, with the real policy node --------------------------------------
+# --- the keyboard operator node in a real terminal (a pty), heard by the intervention node ----------------------
 def type_keys(master, keys, seconds=0.0, rate_hz=25.0):
     """Type `keys` once, or auto-repeat them for `seconds` like a held key."""
     end = time.monotonic() + seconds
@@ -239,62 +243,147 @@ def type_keys(master, keys, seconds=0.0, rate_hz=25.0):
         time.sleep(1.0 / rate_hz)
 
 
-def test_keyboard_operator_drives_the_arm_and_the_policy_restarts_after_hand_back(sim, probe, start_node):
-    recorder = sim
-    master, slave = os.openpty()
-    try:
-        policy = start_node("policy")  # the placeholder circle policy
-        mux = start_node("intervention", "device:=keyboard", stdin=slave)
-        assert wait_until(lambda: len(recorder.controller) >= 10, timeout_s=60), mux.output[-2000:] + policy.output[-2000:]
-        assert "operator: keyboard on /dev/pts/" in mux.output
+class Terminal:
+    """`deploy operator keyboard --domain-id N` (the command `deploy launch teleop_session device:=keyboard` tells
+    the user to run) as a real process whose terminal is a pty: what it prints is read from the pty's master."""
 
-        type_keys(master, b" ")  # deadman on
-        assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=30), mux.output[-3000:]
-        takeover_t = recorder.flag_changes()[0][0]
-        time.sleep(1.0)  # the arm settles where the operator took over
-        z = lambda: pose_from_msg(recorder.poses[-1][1])[1][2]  # noqa: E731
-        z_before = z()
-        type_keys(master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s, 15 cm if every repeat lands in time
-        # at least 4 cm: on a loaded machine repeats arrive late and the target may lead the arm by max_lead_m only
-        # (CI saw 7.8 cm); a policy-driven arm stays near its circle's height
-        assert wait_until(lambda: z() - z_before > 0.04, timeout_s=30), (z_before, z())
-        type_keys(master, b"1")
-        assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=30)
-
-        type_keys(master, b" ")  # deadman off: hold-over, then the policy has authority again
-        assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=30), mux.output[-3000:]
-        assert wait_until(lambda: "operator handed back" in policy.output, timeout_s=30), policy.output[-3000:]
-        assert wait_until(lambda: recorder.sources()[-1][0] == "policy", timeout_s=30)
-        time.sleep(0.5)
-
-        assert_one_writer(probe, recorder, mux.output)
-        # The operator starts where the arm is (not where the circle's reference leads it), and the arm moves on
-        # without a lurch. (The reference itself steps back by the tracking error here: that is the arm's lag
-        # behind the circle, which the takeover drops on purpose.)
-        first = recorder.human[0][1]
-        stamp_s = time_from_msg(first.header.stamp)
-        measured = max((pose_from_msg(m) for _, m in list(recorder.poses)), key=lambda r: (r[0] <= stamp_s, r[0]))
-        start_gap_m = np.linalg.norm(chunk_from_msg(first)[0].actions[0, :3] - measured[1])
-        # within 15 mm: its first point lies 40 ms ahead at up to 0.1 m/s, and the pose sample may be ~50 ms old
-        assert start_gap_m < 0.015, f"the operator started {start_gap_m * 1000:.1f} mm away from the measured TCP"
-        speed, step, samples = recorder.continuity(recorder.poses, takeover_t - 0.3, takeover_t + 1.0, span_s=0.1)
-        assert samples >= 4 and speed < SAFETY_SPEED_CLIP_M_S, \
-            f"takeover: the TCP lurched ({samples} samples, {speed:.3f} m/s, step {step * 1000:.1f} mm)"
-        assert mux.stop() == 0, mux.output[-3000:]
-    finally:
-        os.close(master)
+    def __init__(self, domain_id, deploy_args=None):
+        """`deploy_args`: the `deploy` command's arguments (default: operator keyboard on this domain)."""
+        deploy_args = deploy_args or ["operator", "keyboard", "--domain-id", str(domain_id)]
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", *deploy_args],
+                                     env=ros_environment(domain_id), stdin=slave, stdout=slave, stderr=slave,
+                                     start_new_session=True)
         os.close(slave)
+        self.chunks = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        while True:
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:  # the process closed the terminal
+                return
+            if not data:
+                return
+            self.chunks.append(data.decode(errors="replace"))
+
+    @property
+    def screen(self):
+        return "".join(self.chunks)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+        os.close(self.master)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def terminal(domain_id):
+    started = []
+
+    def start():
+        started.append(Terminal(domain_id))
+        return started[-1]
+
+    yield start
+    for term in started:
+        term.stop()
+
+
+def test_keyboard_operator_in_a_terminal_drives_the_arm_and_the_policy_restarts_after_hand_back(
+        sim, probe, start_node, terminal):
+    recorder = sim
+    policy = start_node("policy")  # the placeholder circle policy
+    mux = start_node("intervention", "device:=keyboard")
+    keyboard = terminal()
+    assert wait_until(lambda: len(recorder.controller) >= 10, timeout_s=60), mux.output[-2000:] + policy.output[-2000:]
+    assert "operator: keyboard operator on /operator/joy and /operator/twist" in mux.output
+    # the key map is printed in the operator's terminal, and the node says where it reads keys from
+    assert wait_until(lambda: "space  deadman on/off" in keyboard.screen and "keyboard on /dev/pts/" in keyboard.screen,
+                      timeout_s=60), keyboard.screen
+    joy = probe.collect(Joy, "/operator/joy", 100)
+    assert wait_until(lambda: len(joy) >= 5, timeout_s=30), keyboard.screen  # it publishes while idle too
+    assert recorder.flag_changes() == []
+
+    type_keys(keyboard.master, b" ")  # deadman on
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 1, timeout_s=30), mux.output[-3000:] + keyboard.screen
+    takeover_t = recorder.flag_changes()[0][0]
+    assert wait_until(lambda: "deadman held" in keyboard.screen, timeout_s=30), keyboard.screen
+    time.sleep(1.0)  # the arm settles where the operator took over
+    z = lambda: pose_from_msg(recorder.poses[-1][1])[1][2]  # noqa: E731
+    z_before = z()
+    type_keys(keyboard.master, b"r", seconds=1.5)  # hold "r": up at 0.1 m/s, 15 cm if every repeat lands in time
+    # at least 4 cm: on a loaded machine repeats arrive late and the target may lead the arm by max_lead_m only
+    # (CI saw 7.8 cm); a policy-driven arm stays near its circle's height
+    gaps = lambda: np.diff([t for t, _ in list(joy)]).max()  # noqa: E731  (the operator stream's longest silence)
+    assert wait_until(lambda: z() - z_before > 0.04, timeout_s=30), \
+        (z_before, z(), recorder.flag_changes(), gaps(), len(recorder.human), mux.output[-2000:], sim.graph.output[-3000:])
+    type_keys(keyboard.master, b"1")
+    assert wait_until(lambda: [m.data for _, m in recorder.events] == ["success"], timeout_s=30), keyboard.screen
+
+    type_keys(keyboard.master, b" ")  # deadman off: hold-over, then the policy has authority again
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 2, timeout_s=30), mux.output[-3000:]
+    assert wait_until(lambda: "operator handed back" in policy.output, timeout_s=30), policy.output[-3000:]
+    assert wait_until(lambda: recorder.sources()[-1][0] == "policy", timeout_s=30)
+    time.sleep(0.5)
+
+    assert_one_writer(probe, recorder, mux.output)
+    # The operator starts where the arm is (not where the circle's reference leads it), and the arm moves on
+    # without a lurch. (The reference itself steps back by the tracking error here: that is the arm's lag
+    # behind the circle, which the takeover drops on purpose.)
+    first = recorder.human[0][1]
+    stamp_s = time_from_msg(first.header.stamp)
+    measured = max((pose_from_msg(m) for _, m in list(recorder.poses)), key=lambda r: (r[0] <= stamp_s, r[0]))
+    start_gap_m = np.linalg.norm(chunk_from_msg(first)[0].actions[0, :3] - measured[1])
+    # within 15 mm: its first point lies 40 ms ahead at up to 0.1 m/s, and the pose sample may be ~50 ms old
+    assert start_gap_m < 0.015, f"the operator started {start_gap_m * 1000:.1f} mm away from the measured TCP"
+    speed, step, samples = recorder.continuity(recorder.poses, takeover_t - 0.3, takeover_t + 1.0, span_s=0.1)
+    assert samples >= 4 and speed < SAFETY_SPEED_CLIP_M_S, \
+        f"takeover: the TCP lurched ({samples} samples, {speed:.3f} m/s, step {step * 1000:.1f} mm)"
+
+    # The operator's node dies with the deadman held: its silence reads as a released deadman, so authority
+    # goes back to the policy after the hold-over instead of freezing with the operator's last command.
+    type_keys(keyboard.master, b" ")
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 3, timeout_s=30), mux.output[-3000:]
+    os.killpg(keyboard.proc.pid, signal.SIGKILL)
+    keyboard.proc.wait(timeout=10)
+    assert wait_until(lambda: len(recorder.flag_changes()) >= 4, timeout_s=30), mux.output[-3000:]
+    assert recorder.flag_changes()[3][1] is False
+    said = [line.split("]: ")[-1] for line in mux.lines if "operator input" in line or "hearing the operator" in line]
+    silent = "no operator input on /operator/joy, /operator/twist for 0.5 s: the deadman reads as released"
+    assert said[0] == silent and said[-2:] == ["hearing the operator on /operator/joy, /operator/twist", silent], said
+    assert mux.stop() == 0, mux.output[-3000:]
 
 
 # --- absent devices ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device, message", [
     ("gamepad", "no gamepad found (looked for /dev/input/event* devices"),
     ("spacemouse", "no SpaceMouse found (looked for 3Dconnexion HID devices"),
-    ("keyboard", "keyboard: standard input is not a terminal"),
+    ("keyboard", "keyboard: standard input is not a terminal (start keyboard_operator in a terminal"),
 ])
-def test_an_absent_device_stops_the_node_with_one_line(start_node, device, message):
-    node = start_node("intervention", f"device:={device}")
+def test_an_absent_device_stops_its_operator_node_with_one_line(domain_id, device, message):
+    result = subprocess.run([sys.executable, "-m", "deploy.nodes.operator_node", "--ros-args", "-p",
+                             f"device:={device}"], env=ros_environment(domain_id), stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and message in errors[0], result.stdout + result.stderr
+
+
+def test_a_bad_mapping_stops_the_intervention_node_with_one_line(start_node, tmp_path):
+    mapping = tmp_path / "pad.yaml"
+    mapping.write_text("joy_topic: /joy\naxes:\n  x: joy.axes[1]\ndeadman: joy.button[4]\n")
+    node = start_node("intervention", "device:=external", f"mapping:={mapping}")
     assert node.proc.wait(timeout=60) == 2, node.output
     node.stop()
     errors = [line for line in node.lines if "error" in line.lower()]
-    assert len(errors) == 1 and message in errors[0], node.output
+    assert len(errors) == 1 and f"{mapping}: deadman: 'joy.button[4]' is not joy.buttons[N]" in errors[0], node.output

@@ -294,22 +294,35 @@ DEMO = dataclasses.replace(
                                 parameters=(InlineParam("camera_name", "front"), InlineParam("output_path", "{video}"))),),
 )
 
-# The teleop correction session on the sim: an operator device (default: the scripted operator) in the
-# intervention node, the episode runner + operator console logging every step, and the learner fine-tuning the
-# policy from that log and swapping its weights into the running policy (deploy/learning).
-_SESSION_DEVICES = ("none", "scripted", "keyboard", "gamepad", "spacemouse")
+# The teleop correction session on the sim: an operator (default: the scripted operator, in the intervention
+# node; a device: its operator node publishing the operator topics, deploy/teleop/mapping.py), the episode
+# runner + operator console logging every step, and the learner fine-tuning the policy from that log and swapping
+# its weights into the running policy (deploy/learning). The intervention node (the only writer of
+# /controller/chunk) and the policy are required: either one's death stops the session with one line naming it.
+_SESSION_DEVICES = ("none", "scripted", "keyboard", "gamepad", "spacemouse", "external")
+_STARTED_OPERATORS = ("gamepad", "spacemouse")  # keyboard: no terminal in a graph, see operator_note()
+_SESSION_REQUIRED = ("policy", "intervention")
 TELEOP_SESSION = dataclasses.replace(
     SIM, name="teleop_session",
     description="sim graph + operator device + episode runner/console + online learner from corrections",
     args=SIM.args + (
-        LaunchArg("device", "scripted", "operator device in the intervention node", choices=_SESSION_DEVICES),
+        LaunchArg("device", "scripted", "operator: scripted, none, our keyboard/gamepad/spacemouse node, or "
+                  "external (listen only: joy_node, spacenav)", choices=_SESSION_DEVICES),
+        LaunchArg("mapping", "operator_deploy.yaml", "operator input mapping YAML (config dir name or path): "
+                  "operator_joy.yaml for joy_node, operator_spacenav.yaml for spacenav"),
         LaunchArg("session", "runs/session", "folder for the correction log (episodes/) and the learner"),
         LaunchArg("demos", "", "episode log of demonstrations the learner also trains on; empty = none"),
         LaunchArg("episodes", "0", "stop after this many episodes; 0 = until Ctrl-C", kind="int"),
         LaunchArg("learn", "true", "run the learner (false: log corrections only)", kind="bool"),
         LaunchArg("publish_period", "30.0", "seconds between weight versions the learner swaps in")),
-    nodes=tuple(dataclasses.replace(n, parameters=n.parameters + (InlineParam("device", "{device}"),))
-                if n.name == "intervention" else n for n in SIM.nodes) + (
+    nodes=tuple(dataclasses.replace(n, required=n.required or n.name in _SESSION_REQUIRED,
+                                    parameters=n.parameters + ((InlineParam("device", "{device}"),
+                                                                InlineParam("mapping", "{mapping}"))
+                                                               if n.name == "intervention" else ()))
+                for n in SIM.nodes) + (
+        NodeSpec("operator", "operator_node", "deploy.nodes.operator_node",
+                 parameters=(InlineParam("device", "{device}"),), condition=Condition("device", _STARTED_OPERATORS),
+                 required=True),  # an absent or lost device ends the session with its one line
         NodeSpec("episodes", "episode_node", "deploy.nodes.episode_node", required=True,
                  parameters=(InlineParam("output", "{session}/episodes"), InlineParam("episodes", "{episodes}", "int"),
                              InlineParam("cameras", "{cameras}"))),
@@ -318,6 +331,17 @@ TELEOP_SESSION = dataclasses.replace(
                              InlineParam("log", "{session}/episodes"), InlineParam("workdir", "{session}/learner"),
                              InlineParam("publish_period_s", "{publish_period}", "float")))),
 )
+
+
+def operator_note(graph: ResolvedGraph, domain_id: int | None = None) -> str | None:
+    """device:=keyboard starts no keyboard node (a graph's nodes have no terminal): the line telling the user
+    what to run in another terminal. None when the graph needs no such step."""
+    if graph.args.get("device") != "keyboard":
+        return None
+    domain = f" --domain-id {domain_id}" if domain_id is not None else ""
+    return (f"deploy: device:=keyboard: start the keyboard in another terminal: deploy operator keyboard{domain}  "
+            f"(on a ROS 2 distro, same ROS_DOMAIN_ID: ros2 run deploy keyboard_operator)")
+
 
 register_graph(REAL_ROBOT)
 register_graph(SIM)
@@ -673,6 +697,6 @@ def parse_launch_args(tokens: list[str]) -> dict[str, str]:
 __all__ = [
     "Condition", "DDS_ENV_DEFAULTS", "DDS_PROFILE_FILE", "GRAPHS", "Graph", "Implication", "InlineParam", "LaunchArg", "NodeSpec",
     "PARAMS_FILE_ARG", "ResolvedGraph", "ResolvedNode", "STATE_TOPICS", "TOPICS", "camera_source", "check_params_file",
-    "config_dir", "dds_environment", "effective_parameters", "params_sections", "parse_launch_args",
+    "config_dir", "dds_environment", "effective_parameters", "operator_note", "params_sections", "parse_launch_args",
     "register_graph", "resolve", "with_fixed_arg",
 ]

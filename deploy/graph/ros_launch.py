@@ -11,7 +11,7 @@ import tempfile
 import yaml
 
 from deploy.errors import ConfigError
-from deploy.graph.description import GRAPHS, ResolvedNode, dds_environment, resolve
+from deploy.graph.description import GRAPHS, ResolvedNode, dds_environment, operator_note, resolve
 
 
 def declare_arguments(graph_name: str) -> list:
@@ -34,11 +34,16 @@ def declare_arguments(graph_name: str) -> list:
 
 
 def launch_nodes(context, graph_name: str) -> list:
-    """OpaqueFunction body: resolve the graph with the context's argument values and emit one Node each."""
+    """OpaqueFunction body: resolve the graph with the context's argument values and emit one Node each (and the
+    line telling the user to start the keyboard in their own terminal, when the graph asks for it)."""
+    from launch.actions import LogInfo
+
     graph = GRAPHS[graph_name]
     args = {a.name: context.launch_configurations[a.name] for a in graph.args
             if a.name in context.launch_configurations}
-    return [node_action(node) for node in resolve(graph_name, args).nodes]
+    resolved = resolve(graph_name, args)
+    note = operator_note(resolved)
+    return ([LogInfo(msg=note)] if note else []) + [node_action(node) for node in resolved.nodes]
 
 
 class _QuotedStrings(yaml.SafeDumper):

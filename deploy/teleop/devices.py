@@ -72,6 +72,15 @@ KEY_EVENTS = {"g": GRIPPER, "1": SUCCESS, "0": FAILURE, "x": RERECORD}
 DEADMAN_KEY = " "
 
 
+def keyboard_help() -> str:
+    """The key map, printed when the keyboard operator starts."""
+    return ("keyboard operator (keys in this terminal; Ctrl-C quits):\n"
+            "  space  deadman on/off (on: take over from the policy; off: hand back)\n"
+            "  w / s  +x / -x (away from / towards the robot base)   a / d  +y / -y (left / right)\n"
+            "  r / f  +z / -z (up / down)                            hold a key to keep moving\n"
+            "  g  gripper open/close    1  success    0  failure    x  re-record the episode")
+
+
 @register("keyboard")
 class KeyboardDevice(OperatorDevice):
     """Keys from the terminal the session runs in (cbreak mode, restored on close).
@@ -94,7 +103,7 @@ class KeyboardDevice(OperatorDevice):
         if not os.isatty(self._fd):
             where = f"'{terminal}'" if terminal else "standard input"
             self._release_fd()
-            raise DeviceError(f"keyboard: {where} is not a terminal (run the intervention node in a terminal, "
+            raise DeviceError(f"keyboard: {where} is not a terminal (start keyboard_operator in a terminal, "
                               "or set device_params.terminal to one, e.g. the output of `tty`)")
         self.name = f"keyboard on {os.ttyname(self._fd)}"
         self._saved = termios.tcgetattr(self._fd)

@@ -30,12 +30,12 @@ class Recorded:
 
 def fake_launch_modules() -> dict[str, types.ModuleType]:
     names = ["LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable",
-             "Shutdown", "EnvironmentVariable", "LaunchConfiguration", "Node"]
+             "Shutdown", "LogInfo", "EnvironmentVariable", "LaunchConfiguration", "Node"]
     classes = {name: type(name, (Recorded,), {}) for name in names}
     modules = {name: types.ModuleType(name) for name in
                ["launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions"]}
     modules["launch"].LaunchDescription = classes["LaunchDescription"]
-    for name in ["DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable", "Shutdown"]:
+    for name in ["DeclareLaunchArgument", "OpaqueFunction", "SetEnvironmentVariable", "Shutdown", "LogInfo"]:
         setattr(modules["launch.actions"], name, classes[name])
     for name in ["EnvironmentVariable", "LaunchConfiguration"]:
         setattr(modules["launch.substitutions"], name, classes[name])
@@ -91,14 +91,23 @@ CASES = [
     ("real_robot.launch.py", {"robot": "external", "cameras": "", "use_sim_time": "true"}),
     ("teleop_session.launch.py", {}),
     ("teleop_session.launch.py", {"device": "keyboard", "learn": "false", "episodes": "5"}),
+    ("teleop_session.launch.py", {"device": "spacemouse"}),
+    ("teleop_session.launch.py", {"device": "external", "mapping": "operator_joy.yaml"}),
 ]
 
 
 @pytest.mark.parametrize("launch_file, overrides", CASES)
 def test_launch_file_nodes_equal_the_runner_commands(launch_file, overrides, monkeypatch):
-    graph_name, entities, nodes = load_and_run(launch_file, overrides, monkeypatch)
+    graph_name, entities, actions = load_and_run(launch_file, overrides, monkeypatch)
     assert launch_file == f"{graph_name}.launch.py"
     resolved = resolve(graph_name, overrides)
+    nodes = [a for a in actions if type(a).__name__ == "Node"]
+    notes = [a.kwargs["msg"] for a in actions if type(a).__name__ == "LogInfo"]
+    # device:=keyboard starts no keyboard node (no terminal under launch): the launch says what to run instead
+    keyboard = overrides.get("device") == "keyboard"
+    assert notes == (["deploy: device:=keyboard: start the keyboard in another terminal: deploy operator keyboard  "
+                      "(on a ROS 2 distro, same ROS_DOMAIN_ID: ros2 run deploy keyboard_operator)"] if keyboard else [])
+    assert ("operator" in [n.name for n in resolved.nodes]) == (overrides.get("device") in ("gamepad", "spacemouse"))
     assert [n.kwargs["name"] for n in nodes] == [n.name for n in resolved.nodes]
     for node, expected in zip(nodes, resolved.nodes):
         assert node.kwargs["package"] == "deploy"

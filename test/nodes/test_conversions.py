@@ -65,6 +65,13 @@ def test_pose_twist_and_labelled_array():
     assert conv.labelled_array_from_msg(conv.labelled_array_to_msg(values)) == values
 
 
+def test_operator_twist_and_joy_round_trip():
+    stamp_s, twist = conv.twist_from_msg(conv.twist_to_msg([0.5, -1.0, 0.25, 0.0, 0.125, -0.5], 7.25))
+    assert stamp_s == 7.25 and twist.tolist() == [0.5, -1.0, 0.25, 0.0, 0.125, -0.5]
+    stamp_s, axes, buttons = conv.joy_from_msg(conv.joy_to_msg([0.5, -0.25], [1, 0, 0, 1, 0], 3.5))
+    assert (stamp_s, axes, buttons) == (3.5, [0.5, -0.25], [1, 0, 0, 1, 0])
+
+
 def test_wrench_round_trip_keeps_order_stamp_and_frame():
     wrench = np.array([1.5, -2.0, 12.25, 0.1, -0.2, 0.03])  # [force N; torque N m]
     msg = conv.wrench_to_msg(wrench, 7.125)
