@@ -331,4 +331,7 @@ def qos_from_profile(profile: QoSProfile) -> QosSpec:
     """An endpoint's QoS (e.g. a discovered publisher's) as the plain values bags record."""
     return QosSpec(reliable=profile.reliability == ReliabilityPolicy.RELIABLE,
                    transient_local=profile.durability == DurabilityPolicy.TRANSIENT_LOCAL,
-                   depth=max(1, int(profile.depth)))
+                   depth=max(1, int(profile.depth)), keep_all=profile.history == HistoryPolicy.KEEP_ALL,
+                   deadline_ns=profile.deadline.nanoseconds, lifespan_ns=profile.lifespan.nanoseconds,
+                   manual_liveliness=profile.liveliness == LivelinessPolicy.MANUAL_BY_TOPIC,
+                   liveliness_lease_ns=profile.liveliness_lease_duration.nanoseconds)

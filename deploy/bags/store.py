@@ -351,5 +351,6 @@ def check_type_definitions(reader: BagReader, topics: Sequence[str]) -> None:
                               f"kilted's ({info.type_hash} != {type_hash(info.msgtype)})")
 
 
-__all__ = ["BagError", "BagReader", "BagWriter", "TopicInfo", "check_policy_inputs", "check_type_definitions", "default_bag_path", "has_stamp",
-           "known_type", "mcap_damage", "qos_from_bag", "qos_to_bag", "stamp_ns", "type_hash", "typestore", "with_stamp_shifted"]
+__all__ = ["BagError", "BagReader", "BagWriter", "TopicInfo", "check_policy_inputs", "check_type_definitions",
+           "default_bag_path", "has_stamp", "known_type", "mcap_damage", "qos_from_bag", "qos_to_bag", "stamp_ns",
+           "type_hash", "typestore", "with_stamp_shifted"]

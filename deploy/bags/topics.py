@@ -267,6 +267,7 @@ def qos_overrides_from_yaml(path: str | Path) -> dict[str, QosSpec]:
     return overrides
 
 
-__all__ = ["CLOCK", "CLOCK_TOPIC", "PLAYBACK_DEFAULT", "PRESETS", "PolicyInputs", "QosSpec", "STACK_TOPICS",
-           "GRIPPER_JOINT", "adapted_qos", "check_topics", "expected_type", "joint_names_read", "parse_topics", "playback_qos", "policy_inputs",
-           "qos_overrides_from_yaml", "read_policy_metadata", "selected", "topic_patterns"]
+__all__ = ["CLOCK", "CLOCK_TOPIC", "GRIPPER_JOINT", "PLAYBACK_DEFAULT", "PRESETS", "PolicyInputs", "QosSpec",
+           "STACK_TOPICS", "adapted_qos", "check_topics", "expected_type", "joint_names_read", "parse_topics",
+           "playback_qos", "policy_inputs", "qos_overrides_from_yaml", "read_policy_metadata", "selected",
+           "topic_patterns"]

@@ -89,13 +89,14 @@ def test_qos_override_file_in_rosbag2_format(tmp_path):
             ("/a:\n  colour: red\n", f"QoS override file '{path}', topic /a: unexpected key 'colour'"),
             ("/a:\n  deadline: {sec: 1}\n", f"QoS override file '{path}', topic /a: deadline must be"),
             ("/a:\n  depth: 0\n", f"QoS override file '{path}', topic /a: depth 0 needs history keep_all"),
-            ("/a:\n  depth: [1\n", f"QoS override file '{path}' is not valid YAML at line 3"),  # where the parser gave up
+            ("/a:\n  depth: [1\n", f"QoS override file '{path}' is not valid YAML at line 3"),  # parser gave up there
             ("- /a\n", f"QoS override file '{path}': expected a mapping of topic names")):
         path.write_text(text)
         with pytest.raises(ConfigError) as error:
             qos_overrides_from_yaml(path)
         assert str(error.value).startswith(message) and "\n" not in str(error.value)
-    for graph, args in (("bag_play", {}), ("replay", {"policy": "/p"}), ("replay_test", {"policy": "/p", "output": "/o"})):
+    for graph, args in (("bag_play", {}), ("replay", {"policy": "/p"}),
+                        ("replay_test", {"policy": "/p", "output": "/o"})):
         replay = resolve(graph, {"bag": "/b", "qos_override": str(path), **args}).node("replay")
         assert dict(replay.parameters)["qos_override"] == str(path)
 
@@ -171,8 +172,8 @@ def test_a_joint_state_without_a_gripper_joint_is_named(tmp_path, domain_id):
 
 
 def test_every_missing_topic_is_named(tmp_path, domain_id):
-    required = {"/cameras/front/image_raw": "sensor_msgs/msg/Image", "/proprio/ee_pose": "geometry_msgs/msg/PoseStamped",
-                JOINTS: "sensor_msgs/msg/JointState"}
+    required = {"/cameras/front/image_raw": "sensor_msgs/msg/Image",
+                "/proprio/ee_pose": "geometry_msgs/msg/PoseStamped", JOINTS: "sensor_msgs/msg/JointState"}
     with pytest.raises(ConfigError) as error:
         check_topics("b", {JOINTS: "std_msgs/msg/String"}, required, "policy 'p'")
     assert str(error.value) == ("bag 'b' has none of the topics /cameras/front/image_raw (sensor_msgs/msg/Image), "
