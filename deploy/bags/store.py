@@ -209,14 +209,15 @@ class BagReader:
     def types(self) -> dict[str, str]:
         return {t.name: t.msgtype for t in self.topics.values()}
 
-    def messages(self, topics: Sequence[str] | None = None,
-                 start_ns: int | None = None) -> Iterator[tuple[str, int, bytes]]:
-        """(topic, log time [ns], CDR bytes) in log-time order; a damaged file fails naming the bag."""
+    def messages(self, topics: Sequence[str] | None = None, start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, log time [ns], CDR bytes) in log-time order, log times in [start_ns, stop_ns); a damaged file
+        fails naming the bag."""
         conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
         if not conns:
             return
         try:
-            for conn, log_ns, data in self._reader.messages(conns, start=start_ns):
+            for conn, log_ns, data in self._reader.messages(conns, start=start_ns, stop=stop_ns):
                 yield conn.topic, log_ns, data
         except Exception as error:  # noqa: BLE001  (a damaged chunk makes rosbags raise anything: OverflowError...)
             raise self._damaged(error) from None

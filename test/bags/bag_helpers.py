@@ -80,30 +80,38 @@ def pose(t_ns: int, xyz, store=STORE):
 
 
 TYPES = {"/cameras/front/image_raw": "sensor_msgs/msg/Image", "/proprio/joint_states": "sensor_msgs/msg/JointState",
-         "/proprio/ee_pose": "geometry_msgs/msg/PoseStamped", "/sim/cube_pose": "geometry_msgs/msg/PoseStamped"}
+         "/proprio/ee_pose": "geometry_msgs/msg/PoseStamped", "/sim/cube_pose": "geometry_msgs/msg/PoseStamped",
+         "/controller/reference": "geometry_msgs/msg/PoseStamped", "/episode_start": "std_msgs/msg/Header"}
+POSES = {"/proprio/ee_pose": (0.45, 0.0, 0.25), "/sim/cube_pose": (0.55, 0.05, 0.02),
+         "/controller/reference": (0.46, 0.0, 0.24)}
 
 
 def write_bag(path: Path, seconds: float = 3.0, camera_hz: float = 30.0, joint_hz: float = 100.0,
               start_ns: int = 1_700_000_000 * 10**9, joint_type: str = "sensor_msgs/msg/JointState",
               topics: tuple[str, ...] = ("/cameras/front/image_raw", "/proprio/joint_states"),
-              storage: StoragePlugin = StoragePlugin.MCAP, store=STORE, joint_names=None) -> Path:
+              storage: StoragePlugin = StoragePlugin.MCAP, store=STORE, joint_names=None,
+              gap_s: tuple[float, float] | None = None, markers_s: tuple[float, ...] = ()) -> Path:
     """Images and states stamped at their (log) time, as a third-party tool writes them: `rosbags`' Writer with
     its defaults (no offered QoS profiles), in `storage`, with the message definitions of `store`; the state
-    topics (joints, TCP pose, cube pose) at joint_hz."""
+    topics (joints, TCP pose, cube pose, TCP reference) at joint_hz; nothing at all in the window `gap_s`; a
+    std_msgs/Header on /episode_start at each of `markers_s`."""
     events = []
     for topic in topics:
         hz = camera_hz if topic == "/cameras/front/image_raw" else joint_hz
-        events += [(start_ns + round(i * 1e9 / hz), topic) for i in range(int(seconds * hz))]
+        events += [(start_ns + round(i * 1e9 / hz), topic) for i in range(int(seconds * hz))
+                   if gap_s is None or not gap_s[0] <= i / hz < gap_s[1]]
+    events += [(start_ns + round(t_s * 1e9), "/episode_start") for t_s in markers_s]
+    topics = (*topics, "/episode_start") if markers_s else topics
     with Writer(path, version=9, storage_plugin=storage) as writer:
         types = dict(TYPES, **{"/proprio/joint_states": joint_type})
         conns = {topic: writer.add_connection(topic, types[topic], typestore=store) for topic in topics}
         for t_ns, topic in sorted(events):
             if topic == "/cameras/front/image_raw":
                 msg = image(t_ns, store=store)
-            elif topic == "/proprio/ee_pose":
-                msg = pose(t_ns, (0.45, 0.0, 0.25), store)
-            elif topic == "/sim/cube_pose":
-                msg = pose(t_ns, (0.55, 0.05, 0.02), store)
+            elif topic == "/episode_start":
+                msg = _stamp(t_ns, store)
+            elif topic in POSES:
+                msg = pose(t_ns, POSES[topic], store)
             elif joint_type == "sensor_msgs/msg/JointState":
                 msg = joint_state(t_ns, store, joint_names)
             else:
