@@ -10,7 +10,7 @@ fields, optionally the environment state, and how the bag splits into episodes:
       - {topic: /proprio/joint_states, field: position, joints: [gripper]}   # JointState entries by name
     action: [{topic: /controller/reference, field: pose}]
     environment_state: [{topic: /sim/cube_pose, field: pose}]     # optional
-    episodes: {gap_s: 1.0}                               # or {topic: /episode_start}: each message starts one
+    episodes: {gap_s: 1.0}              # or {topic: /episode_start}: each message starts one (until the next)
 
 A field is a dotted path into the message (`pose`, `pose.position`, `twist.linear`, `data`, `position`): a
 number is one value, an array its values (picked by `joints` from the message's `name` list), and a Pose,
@@ -85,8 +85,8 @@ def default_mapping(topics: dict[str, str]) -> BagMapping:
     the controller's executed TCP reference as action, the sim's cube pose as environment state if recorded."""
     images = {t.split("/")[2]: t for t, kind in sorted(topics.items())
               if kind == IMAGE and t.startswith("/cameras/") and t.endswith("/image_raw")}
-    return BagMapping(images=images,
-                      state=(Field("/proprio/ee_pose", "pose"), Field("/proprio/joint_states", "position", ("gripper",))),
+    state = (Field("/proprio/ee_pose", "pose"), Field("/proprio/joint_states", "position", ("gripper",)))
+    return BagMapping(images=images, state=state,
                       action=(Field("/controller/reference", "pose"),),
                       environment_state=(Field("/sim/cube_pose", "pose"),) if "/sim/cube_pose" in topics else ())
 
@@ -204,9 +204,9 @@ def export_bag(bag: str | Path, output: str | Path, task: str, mapping: BagMappi
         mapping = mapping or default_mapping(reader.types)
         fps = fps or mapping.fps
         streams, features = _read_streams(reader, mapping)
-        windows, skipped = _episode_windows(reader, mapping, streams)
+        windows = _episode_windows(reader, mapping, streams)
         shapes = {camera: _first_image(reader, topic).shape for camera, topic in mapping.images.items()}
-        result = ExportSummary(output, fps, [], skipped, cameras=shapes)
+        result = ExportSummary(output, fps, [], {}, cameras=shapes)
         write_dataset(_bag_episodes(reader, mapping, streams, windows, result), features, task, result, robot_type,
                       repo_id, f"the bag {Path(bag).resolve()}")
     return result
@@ -260,8 +260,9 @@ def _read_streams(reader: BagReader, mapping: BagMapping) -> tuple[dict[str, _St
     return streams, features
 
 
-def _episode_windows(reader: BagReader, mapping: BagMapping, streams: dict[str, _Stream]):
-    """[(start_ns, end_ns)] of each episode in stamp time, and the episodes left out (index -> why)."""
+def _episode_windows(reader: BagReader, mapping: BagMapping, streams: dict[str, _Stream]) -> list[tuple[int, int]]:
+    """[(start_ns, end_ns)] of each episode in stamp time: from each message on the episode topic to the next
+    (what comes before the first is left out), else the first state stream's runs without a gap."""
     if mapping.episode_topic:
         if mapping.episode_topic not in reader.types:
             raise ConfigError(f"bag '{reader.path}' has no episode topic {mapping.episode_topic}")
@@ -270,12 +271,12 @@ def _episode_windows(reader: BagReader, mapping: BagMapping, streams: dict[str, 
         if not starts:
             raise ConfigError(f"bag '{reader.path}': episode topic {mapping.episode_topic} has no message")
         bounds = sorted(starts) + [np.iinfo(np.int64).max]
-        return list(zip(bounds[:-1], bounds[1:])), {}
+        return list(zip(bounds[:-1], bounds[1:]))
     reference = streams[mapping.state[0].topic].stamps_ns
     cuts = np.flatnonzero(np.diff(reference) > mapping.episode_gap_s * 1e9)
     firsts = np.concatenate([[0], cuts + 1])
     lasts = np.concatenate([cuts, [len(reference) - 1]])
-    return [(int(reference[a]), int(reference[b]) + 1) for a, b in zip(firsts, lasts)], {}
+    return [(int(reference[a]), int(reference[b]) + 1) for a, b in zip(firsts, lasts)]
 
 
 def _first_image(reader: BagReader, topic: str) -> np.ndarray:
