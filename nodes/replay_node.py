@@ -115,7 +115,7 @@ class ReplayNode(Node):
         patterns = explicit or PRESETS.get(cfg.preset, ())
         missing = [t for t in explicit if "*" not in t and t not in self.reader.topics]
         if missing:
-            raise ConfigError(f"bag '{cfg.bag}' has no topic {missing[0]} "
+            raise ConfigError(f"bag '{cfg.bag}' has no topic {', '.join(missing)} "
                               f"(it has {', '.join(sorted(self.reader.topics))})")
         played = [t for t, info in sorted(self.reader.topics.items())
                   if info.count and selected(t, patterns) and not (cfg.clock and t == CLOCK_TOPIC)]
@@ -124,7 +124,8 @@ class ReplayNode(Node):
         if self.inputs is not None:
             left_out = sorted(set(self.inputs.topics) - set(played))
             if left_out:
-                raise ConfigError(f"the topic selection leaves out {left_out[0]}, which policy '{cfg.policy}' needs")
+                raise ConfigError(f"the topic selection leaves out {', '.join(left_out)}, which policy '{cfg.policy}' "
+                                  "needs")
         self.bag_pubs = self.publishers_for(played)
         schedule = ReplaySchedule.for_bag(self.reader.start_ns, self.reader.end_ns, cfg.start_offset_s, cfg.rate)
         stamped = {t for t in played if has_stamp(self.reader.types[t])}
