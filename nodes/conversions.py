@@ -32,14 +32,15 @@ import importlib
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import PoseStamped, Transform, TwistStamped, WrenchStamped
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.duration import Duration as RosDuration
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, Joy
 from std_msgs.msg import Float64, Float64MultiArray, Header, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint, MultiDOFJointTrajectory, MultiDOFJointTrajectoryPoint
 
-from deploy.bags.topics import QosSpec
+from deploy.bags.topics import GRIPPER_JOINT, QosSpec
 from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
 
 BASE_FRAME = "base"
@@ -51,7 +52,6 @@ def arm_joint_names(dof: int) -> list[str]:
 
 
 ARM_JOINT_NAMES = arm_joint_names(7)  # joint-space chunks: a 7-joint arm
-GRIPPER_JOINT = "gripper"
 CARTESIAN_JOINT_NAMES = ["tcp", GRIPPER_JOINT]
 
 
@@ -339,11 +339,20 @@ def clock_to_msg(stamp_ns: int) -> Clock:
 def qos_to_profile(spec: QosSpec) -> QoSProfile:
     reliability = ReliabilityPolicy.RELIABLE if spec.reliable else ReliabilityPolicy.BEST_EFFORT
     durability = DurabilityPolicy.TRANSIENT_LOCAL if spec.transient_local else DurabilityPolicy.VOLATILE
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=spec.depth, reliability=reliability, durability=durability)
+    return QoSProfile(history=HistoryPolicy.KEEP_ALL if spec.keep_all else HistoryPolicy.KEEP_LAST, depth=spec.depth,
+                      reliability=reliability, durability=durability,
+                      deadline=RosDuration(nanoseconds=spec.deadline_ns),
+                      lifespan=RosDuration(nanoseconds=spec.lifespan_ns),
+                      liveliness=LivelinessPolicy.MANUAL_BY_TOPIC if spec.manual_liveliness else
+                      LivelinessPolicy.SYSTEM_DEFAULT,
+                      liveliness_lease_duration=RosDuration(nanoseconds=spec.liveliness_lease_ns))
 
 
 def qos_from_profile(profile: QoSProfile) -> QosSpec:
     """An endpoint's QoS (e.g. a discovered publisher's) as the plain values bags record."""
     return QosSpec(reliable=profile.reliability == ReliabilityPolicy.RELIABLE,
                    transient_local=profile.durability == DurabilityPolicy.TRANSIENT_LOCAL,
-                   depth=max(1, int(profile.depth)))
+                   depth=max(1, int(profile.depth)), keep_all=profile.history == HistoryPolicy.KEEP_ALL,
+                   deadline_ns=profile.deadline.nanoseconds, lifespan_ns=profile.lifespan.nanoseconds,
+                   manual_liveliness=profile.liveliness == LivelinessPolicy.MANUAL_BY_TOPIC,
+                   liveliness_lease_ns=profile.liveliness_lease_duration.nanoseconds)

@@ -23,9 +23,9 @@ from std_msgs.msg import Float64MultiArray
 
 from deploy.bags import lockstep
 from deploy.bags.schedule import ReplaySchedule, passes, timeline
-from deploy.bags.store import BagReader, BagWriter, check_type_definitions, has_stamp, stamp_ns
-from deploy.bags.topics import (CHUNK_VERSION_TOPIC, CLOCK_TOPIC, HEADER, PRESETS, QosSpec, adapted_qos,
-                                check_topics, parse_topics, policy_inputs, read_policy_metadata, selected)
+from deploy.bags.store import BagReader, BagWriter, check_policy_inputs, check_type_definitions, has_stamp, stamp_ns
+from deploy.bags.topics import (CHUNK_VERSION_TOPIC, CLOCK_TOPIC, HEADER, PRESETS, QosSpec, parse_topics,
+                                playback_qos, policy_inputs, qos_overrides_from_yaml, read_policy_metadata, selected)
 from deploy.errors import ConfigError, DeployError
 from deploy.nodes.common import declare_config, run_node
 from deploy.nodes.conversions import clock_to_msg, labelled_array_to_msg, message_class, qos_to_profile
@@ -47,6 +47,7 @@ class ReplayConfig:
     clock: bool = True  # publish /clock from bag time (a recorded /clock is then not replayed)
     clock_rate_hz: float = 100.0  # realtime: /clock messages per second of wall time
     policy: str = ""  # checkpoint directory: its inputs must be in the bag; realtime waits for its subscriptions
+    qos_override: str = ""  # rosbag2 QoS override YAML (ros2 bag play --qos-profile-overrides-path)
     wait_for_subscribers: bool = False  # realtime: start once every played topic has a subscriber
     output: str = ""  # lockstep: bag the policy's chunks are written to
     image_max_age_s: float = lockstep.DEFAULT_IMAGE_MAX_AGE_S  # lockstep: the policy's image_max_age_s [s]
@@ -78,22 +79,34 @@ class ReplayNode(Node):
         if self.get_parameter("use_sim_time").value:
             raise ConfigError("replay: use_sim_time must be false (the replay is the clock)")
         self.reader = BagReader(self.config.bag)
+        self.qos_overrides = qos_overrides_from_yaml(self.config.qos_override) if self.config.qos_override else {}
         self.error: DeployError | None = None
         self.output: BagWriter | None = None
         self._stop = threading.Event()
         self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, 10) if self.config.clock else None
-        self.inputs = policy_inputs(read_policy_metadata(self.config.policy)) if self.config.policy else None
-        if self.inputs is not None:
-            check_topics(self.config.bag, self.reader.types, self.inputs.topics, f"policy '{self.config.policy}'")
+        self.inputs = None
+        if self.config.policy:
+            metadata = read_policy_metadata(self.config.policy)
+            self.inputs = policy_inputs(metadata)
+            check_policy_inputs(self.reader, metadata, f"policy '{self.config.policy}'")
         work = self.prepare_lockstep() if self.config.mode == "lockstep" else self.prepare_realtime()
         self._thread = threading.Thread(target=self.run, args=(work,), name="replay", daemon=True)
         self._thread.start()
 
     def publishers_for(self, topics) -> dict:
+        """One publisher per topic, offering what rosbag2's player would (deploy.bags.topics.playback_qos) or
+        the override file's profile."""
         check_type_definitions(self.reader, topics)
-        return {t: self.create_publisher(message_class(self.reader.types[t]), t,
-                                         qos_to_profile(adapted_qos(self.reader.topics[t].offered_qos)))
-                for t in topics}
+        for topic in sorted(set(self.qos_overrides) - set(topics)):
+            self.get_logger().warning(f"QoS override for {topic}: not a replayed topic ({self.config.qos_override})")
+        publishers = {}
+        for topic in topics:
+            qos = self.qos_overrides.get(topic) or playback_qos(self.reader.topics[topic].offered_qos)
+            if topic in self.qos_overrides:
+                self.get_logger().info(f"overriding QoS for {topic}: {qos}")
+            publishers[topic] = self.create_publisher(message_class(self.reader.types[topic]), topic,
+                                                      qos_to_profile(qos))
+        return publishers
 
     # --- realtime ----------------------------------------------------------------------------------------
     def prepare_realtime(self):
@@ -102,7 +115,7 @@ class ReplayNode(Node):
         patterns = explicit or PRESETS.get(cfg.preset, ())
         missing = [t for t in explicit if "*" not in t and t not in self.reader.topics]
         if missing:
-            raise ConfigError(f"bag '{cfg.bag}' has no topic {missing[0]} "
+            raise ConfigError(f"bag '{cfg.bag}' has no topic {', '.join(missing)} "
                               f"(it has {', '.join(sorted(self.reader.topics))})")
         played = [t for t, info in sorted(self.reader.topics.items())
                   if info.count and selected(t, patterns) and not (cfg.clock and t == CLOCK_TOPIC)]
@@ -111,7 +124,8 @@ class ReplayNode(Node):
         if self.inputs is not None:
             left_out = sorted(set(self.inputs.topics) - set(played))
             if left_out:
-                raise ConfigError(f"the topic selection leaves out {left_out[0]}, which policy '{cfg.policy}' needs")
+                raise ConfigError(f"the topic selection leaves out {', '.join(left_out)}, which policy '{cfg.policy}' "
+                                  "needs")
         self.bag_pubs = self.publishers_for(played)
         schedule = ReplaySchedule.for_bag(self.reader.start_ns, self.reader.end_ns, cfg.start_offset_s, cfg.rate)
         stamped = {t for t in played if has_stamp(self.reader.types[t])}

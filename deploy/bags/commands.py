@@ -2,7 +2,8 @@
 
 Record and replay run the nodes `recorder_node` / `replay_node` through the graph runner (one process each,
 the package's DDS environment, Ctrl-C stops them cleanly). replay-test exits 0 when the checkpoint passes,
-1 when a threshold is crossed, 2 on bad input, 3 when the replay itself could not run.
+1 when a threshold is crossed, 2 on bad input, 3 when the replay itself could not run, 4 for a dry run: the bag
+has no recorded chunks, so nothing was compared (latency, smoothness and safety were within thresholds).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from deploy.errors import ConfigError, DeployError
 
-EXIT_FAILED, EXIT_NOT_RUN = 1, 3
+EXIT_FAILED, EXIT_NOT_RUN, EXIT_DRY_RUN = 1, 3, 4
+EXIT_CODES = {"passed": 0, "failed": EXIT_FAILED, "dry run": EXIT_DRY_RUN}
 
 
 def _now() -> datetime.datetime:
@@ -54,14 +56,18 @@ def _cmd_record(ns: argparse.Namespace) -> int:
 
 def _cmd_replay(ns: argparse.Namespace) -> int:
     from deploy.bags.store import BagReader
+    from deploy.bags.topics import qos_overrides_from_yaml
     from deploy.graph.description import resolve
     from deploy.graph.runner import run_graph
 
     BagReader(ns.bag).close()  # a missing or truncated bag fails here, in one line
+    if ns.qos_override:
+        qos_overrides_from_yaml(ns.qos_override)  # and so does a bad override file
     graph = resolve("bag_play", {"bag": str(Path(ns.bag).resolve()), "rate": repr(ns.rate),
                                  "start_offset": repr(ns.start_offset), "loop": "true" if ns.loop else "false",
                                  "topics": ns.topics, "clock": "true" if ns.clock else "false",
-                                 "wait_for_subscribers": "true" if ns.wait_for_subscribers else "false"})
+                                 "wait_for_subscribers": "true" if ns.wait_for_subscribers else "false",
+                                 "qos_override": str(Path(ns.qos_override).resolve()) if ns.qos_override else ""})
     return run_graph(graph, domain_id=ns.domain_id)
 
 
@@ -77,7 +83,8 @@ def _cmd_replay_test(ns: argparse.Namespace) -> int:
     try:
         result = replay_test.run(ns.bag, ns.policy, report_dir, thresholds=thresholds,
                                  image_max_age_s=ns.image_max_age, state_max_age_s=ns.state_max_age, seed=ns.seed,
-                                 domain_id=ns.domain_id, controller_config=ns.controller_config)
+                                 domain_id=ns.domain_id, controller_config=ns.controller_config,
+                                 qos_override=ns.qos_override)
     except ConfigError:
         raise
     except DeployError as error:
@@ -85,7 +92,12 @@ def _cmd_replay_test(ns: argparse.Namespace) -> int:
         return EXIT_NOT_RUN
     print((report_dir / "summary.txt").read_text(), end="")
     print(f"deploy replay-test: report in {report_dir}")
-    return 0 if result.passed else EXIT_FAILED
+    return EXIT_CODES[result.outcome]
+
+
+QOS_OVERRIDE_HELP = ("rosbag2 QoS override YAML (as ros2 bag play --qos-profile-overrides-path): topic -> "
+                     "reliability, durability, history, depth, ...; default: the bag's offered QoS, or rosbag2's "
+                     "default (reliable, volatile, keep-last 10) when it recorded none")
 
 
 def register(commands) -> None:
@@ -117,6 +129,7 @@ def register(commands) -> None:
                         help="publish /clock from bag time (default on)")
     replay.add_argument("--wait-for-subscribers", action="store_true",
                         help="start once every replayed topic has a subscriber (default: at once)")
+    replay.add_argument("--qos-override", default="", metavar="FILE", help=QOS_OVERRIDE_HELP)
     replay.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID to publish on")
     replay.set_defaults(func=_cmd_replay)
 
@@ -124,7 +137,8 @@ def register(commands) -> None:
                                description="Replay a bag's observations into the policy node running CKPT, one "
                                            "observation set at a time (deterministic), and report chunk "
                                            "differences, latency, smoothness after blending and safety trips. "
-                                           "Exit 0 = passed, 1 = a threshold crossed, 2 = bad input, 3 = not run.")
+                                           "Exit 0 = passed, 1 = a threshold crossed, 2 = bad input, 3 = not run, "
+                                           "4 = dry run (the bag has no chunks: nothing compared).")
     test.add_argument("bag", help="rosbag2 directory with the policy's inputs (and, to compare, its chunks)")
     test.add_argument("--policy", required=True, help="checkpoint directory to test")
     test.add_argument("--report", default="", help="report directory (default runs/replay_test/<UTC date-time>)")
@@ -147,6 +161,7 @@ def register(commands) -> None:
     test.add_argument("--seed", type=int, default=0, help="seed of the policy (default 0)")
     test.add_argument("--controller-config", default=None,
                       help="controller params YAML for blending and safety (default config/controller_sim.yaml)")
+    test.add_argument("--qos-override", default="", metavar="FILE", help=QOS_OVERRIDE_HELP)
     test.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the replay (isolate CI runs)")
     test.set_defaults(func=_cmd_replay_test)
 

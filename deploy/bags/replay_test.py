@@ -8,6 +8,7 @@ needs rclpy, like the nodes it drives.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -17,9 +18,9 @@ from typing import IO
 
 from deploy.bags import lockstep, metrics
 from deploy.bags.report import ReplayTestResult, controller_configs, evaluate, write
-from deploy.bags.store import BagReader, check_type_definitions, stamp_ns
+from deploy.bags.store import BagReader, check_policy_inputs, stamp_ns
 from deploy.bags.thresholds import Thresholds
-from deploy.bags.topics import check_topics, policy_inputs, read_policy_metadata
+from deploy.bags.topics import policy_inputs, qos_overrides_from_yaml, read_policy_metadata
 from deploy.errors import ConfigError, DeployError
 from deploy.graph.description import config_dir, resolve
 from deploy.graph.runner import GraphRunner, check_modules, child_environment
@@ -32,18 +33,21 @@ STOP_GRACE_S = 2.0  # after the replay, the policy gets this long to stop on SIG
 def run(bag: str | Path, policy: str | Path, report_dir: str | Path, *, thresholds: Thresholds = Thresholds(),
         image_max_age_s: float = lockstep.DEFAULT_IMAGE_MAX_AGE_S,
         state_max_age_s: float = lockstep.DEFAULT_STATE_MAX_AGE_S, seed: int = 0, domain_id: int | None = None,
-        controller_config: str | Path | None = None, out: IO[str] | None = None,
-        err: IO[str] | None = None) -> ReplayTestResult:
-    """Replay-test `policy` on `bag`; writes report.json, summary.txt, report.png into report_dir."""
+        controller_config: str | Path | None = None, qos_override: str | Path | None = None,
+        out: IO[str] | None = None, err: IO[str] | None = None) -> ReplayTestResult:
+    """Replay-test `policy` on `bag`; writes report.json, summary.txt, report.png into report_dir.
+    `qos_override`: a rosbag2 QoS override YAML for the replayed topics."""
     bag, policy, report_dir = Path(bag), Path(policy), Path(report_dir)
     metadata = read_policy_metadata(policy)
     if metadata.action_space != "cartesian":
         raise ConfigError(f"checkpoint '{policy}' acts in '{metadata.action_space}' space; the policy node and "
                           "replay-test run Cartesian policies")
     inputs = policy_inputs(metadata)
+    if qos_override:
+        qos_overrides_from_yaml(qos_override)  # a bad file fails here, in one line
     with BagReader(bag) as reader:
-        check_topics(str(bag), reader.types, inputs.topics, f"policy '{policy}'")
-        check_type_definitions(reader, list(inputs.topics))
+        check_policy_inputs(reader, metadata, f"policy '{policy}'")
+        collections.deque(reader.messages(list(inputs.topics)), maxlen=0)  # a damaged file fails here, in one line
         start_ns, has_chunks = reader.start_ns, reader.types.get(inputs.chunk_topic) == inputs.chunk_type
     executor_config, safety_config = controller_configs(controller_config or config_dir() / "controller_sim.yaml")
     replayed_bag = report_dir / REPLAYED
@@ -51,7 +55,8 @@ def run(bag: str | Path, policy: str | Path, report_dir: str | Path, *, threshol
         raise ConfigError(f"report directory '{report_dir}' already holds a replay ({replayed_bag}); choose a new one")
     graph = resolve("replay_test", {"bag": str(bag.resolve()), "policy": str(policy.resolve()),
                                     "output": str(replayed_bag.resolve()), "image_max_age": repr(image_max_age_s),
-                                    "state_max_age": repr(state_max_age_s), "seed": str(seed)})
+                                    "state_max_age": repr(state_max_age_s), "seed": str(seed),
+                                    "qos_override": str(Path(qos_override).resolve()) if qos_override else ""})
     _run_replay(graph, domain_id, out, err)
     replayed, rejected = read_chunks(replayed_bag, inputs.chunk_topic, inputs.chunk_type)
     recorded, _ = read_chunks(bag, inputs.chunk_topic, inputs.chunk_type) if has_chunks else ([], [])
@@ -61,6 +66,7 @@ def run(bag: str | Path, policy: str | Path, report_dir: str | Path, *, threshol
                       skipped_sets=skipped, thresholds=thresholds, executor_config=executor_config,
                       safety_config=safety_config, model=MujocoRobotModel(),
                       info={"bag": str(bag), "policy": str(policy), "replayed_bag": str(replayed_bag),
+                            "chunk_topic": inputs.chunk_topic,
                             "image_max_age_s": image_max_age_s, "state_max_age_s": state_max_age_s,
                             "seed": seed})
     write(result, report_dir)

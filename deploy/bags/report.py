@@ -52,8 +52,14 @@ class ReplayTestResult:
     start_ns: int  # the bag's first log time: "seconds into the bag" count from here
 
     @property
+    def outcome(self) -> str:
+        """"failed" (a threshold crossed), "dry run" (the bag had no chunks: nothing compared, the rest within
+        thresholds) or "passed"."""
+        return "failed" if self.failures else "dry run" if not self.report["chunks"]["recorded"] else "passed"
+
+    @property
     def passed(self) -> bool:
-        return not self.failures
+        return self.outcome == "passed"
 
 
 def _where(start_ns: int):
@@ -82,8 +88,9 @@ def evaluate(*, start_ns: int, recorded: list[metrics.TimedChunk], replayed: lis
               "latency_s": _latency(recorded, latencies, stamps_ns, thresholds, at, failures),
               "smoothness": _smoothness(execution, baseline, thresholds, at, failures),
               "safety": _safety(execution, replayed, len(rejected), safety_config, model, thresholds, at, failures)}
-    report["passed"], report["failures"] = not failures, failures
-    return ReplayTestResult(report, failures, diff, execution, baseline, stamps_ns, latencies, start_ns)
+    result = ReplayTestResult(report, failures, diff, execution, baseline, stamps_ns, latencies, start_ns)
+    report["outcome"], report["passed"], report["failures"] = result.outcome, result.passed, failures
+    return result
 
 
 def _difference(diff: metrics.Differences, n_recorded: int, skipped_sets, thresholds: Thresholds, at,
@@ -153,9 +160,14 @@ def _safety(execution: metrics.Execution, replayed, n_rejected: int, config: Saf
 
 def summary(result: ReplayTestResult) -> str:
     r = result.report
-    lines = [f"replay-test {'PASSED' if result.passed else 'FAILED'}: {r.get('policy', '')} on {r.get('bag', '')}",
-             f"chunks: {r['chunks']['replayed']} replayed, {r['chunks']['matched']} of {r['chunks']['recorded']} "
-             f"recorded compared"]
+    lines = [f"replay-test {result.outcome.upper()}: {r.get('policy', '')} on {r.get('bag', '')}"]
+    if r["chunks"]["recorded"]:
+        lines.append(f"chunks: {r['chunks']['replayed']} replayed, {r['chunks']['matched']} of "
+                     f"{r['chunks']['recorded']} recorded compared")
+    else:
+        lines.append(f"chunks: {r['chunks']['replayed']} replayed; NOTHING COMPARED: the bag has no "
+                     f"{r.get('chunk_topic', 'chunk topic')} to compare them with (latency, smoothness and safety "
+                     "below are the checkpoint's own on the recorded observations)")
     for name in ("position_m", "rotation_rad", "gripper_m"):
         if name in r["difference"]:
             d = r["difference"][name]
@@ -215,7 +227,8 @@ def write(result: ReplayTestResult, directory: str | Path) -> Path:
     axes[2].plot(seconds(result.latency_stamps_ns), 1e3 * result.latencies_s, ".-")
     axes[2].set_ylabel("replayed inference latency [ms]")
     axes[2].set_xlabel("bag time [s]")
-    figure.suptitle(("PASSED" if result.passed else "FAILED: " + result.failures[0])[:120], fontsize="small")
+    title = {"passed": "PASSED", "dry run": "DRY RUN: nothing compared"}.get(result.outcome)
+    figure.suptitle((title or "FAILED: " + result.failures[0])[:120], fontsize="small")
     figure.tight_layout()
     figure.savefig(directory / "report.png", dpi=80)
     plt.close(figure)

@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import yaml
+
 from deploy.errors import ConfigError
 from deploy.graph.description import STATE_TOPICS, TOPICS
 from deploy.lists import comma_list
@@ -124,6 +126,15 @@ def policy_inputs(metadata: PolicyMetadata) -> PolicyInputs:
                         after_reference=tuple(order[order.index(reference) + 1:]))
 
 
+GRIPPER_JOINT = "gripper"  # the JointState entry holding the gripper width [m] (deploy.nodes.conversions)
+
+
+def joint_names_read(metadata: PolicyMetadata) -> dict[str, tuple[str, ...]]:
+    """state key -> the /proprio/joint_states names the policy node reads it from."""
+    names = {"joint_positions": tuple(f"joint{i}" for i in range(1, 8)), "gripper_width": (GRIPPER_JOINT,)}
+    return {key: names[key] for key in metadata.state_keys if key in names}
+
+
 def read_policy_metadata(checkpoint: str | Path) -> PolicyMetadata:
     """A checkpoint's metadata from its config.json, without building the model (no torch)."""
     config = Path(checkpoint) / "config.json"
@@ -138,32 +149,125 @@ def read_policy_metadata(checkpoint: str | Path) -> PolicyMetadata:
 
 
 def check_topics(bag: str, available: dict[str, str], required: dict[str, str], why: str) -> None:
-    """ConfigError naming the first required topic the bag lacks or holds with another type."""
-    for topic, msgtype in required.items():
-        if topic not in available:
-            raise ConfigError(f"bag '{bag}' has no topic {topic} ({why} needs {msgtype})")
-        if available[topic] != msgtype:
-            raise ConfigError(f"bag '{bag}': topic {topic} has type {available[topic]}, expected {msgtype} "
-                              f"({why})")
+    """ConfigError naming every required topic the bag lacks or holds with another type."""
+    missing = [t for t in required if t not in available]
+    wrong = [t for t in required if t in available and available[t] != required[t]]
+    problems = []
+    if len(missing) == 1:
+        problems.append(f"has no topic {missing[0]} ({why} needs {required[missing[0]]})")
+    elif missing:
+        problems.append(f"has none of the topics {', '.join(f'{t} ({required[t]})' for t in missing)} "
+                        f"that {why} needs")
+    problems += [f"topic {t} has type {available[t]}, expected {required[t]} ({why})" for t in wrong]
+    if problems:
+        raise ConfigError(f"bag '{bag}'{' ' if missing else ': '}{'; '.join(problems)}")
 
 
 @dataclasses.dataclass(frozen=True)
 class QosSpec:
-    """The QoS that matters for matching and replay: reliability, durability and queue depth."""
+    """A QoS profile as plain values (durations in ns, 0 = unspecified, i.e. infinite)."""
 
     reliable: bool = True
     transient_local: bool = False
-    depth: int = 10
+    depth: int = 10  # keep-last depth (ignored with keep_all)
+    keep_all: bool = False
+    deadline_ns: int = 0
+    lifespan_ns: int = 0
+    manual_liveliness: bool = False  # liveliness manual_by_topic instead of automatic
+    liveliness_lease_ns: int = 0
 
 
 def adapted_qos(offered: Iterable[QosSpec], min_depth: int = 10) -> QosSpec:
-    """One profile compatible with every offer (as rosbag2 does): reliable / transient-local only if all are."""
+    """The recorder's request, compatible with every offer (as rosbag2 records): reliable / transient-local only
+    if all offers are."""
     offered = list(offered)
     return QosSpec(reliable=bool(offered) and all(q.reliable for q in offered),
                    transient_local=bool(offered) and all(q.transient_local for q in offered),
                    depth=max([min_depth] + [q.depth for q in offered]))
 
 
-__all__ = ["CLOCK", "CLOCK_TOPIC", "PRESETS", "PolicyInputs", "QosSpec", "STACK_TOPICS", "adapted_qos",
-           "check_topics", "expected_type", "parse_topics", "policy_inputs", "read_policy_metadata", "selected",
+PLAYBACK_DEFAULT = QosSpec()  # rosbag2's player default (Rosbag2QoS): reliable, volatile, keep-last 10
+
+
+def playback_qos(offered: Sequence[QosSpec], min_depth: int = 10) -> QosSpec:
+    """The profile a replay offers for a topic, as rosbag2's player chooses it (rosbag2_storage
+    Rosbag2QoS::adapt_offer_to_recorded_offers): the recorded publishers' profile when they all offered the
+    same compatibility policies (history aside: keep-last, at least min_depth); rosbag2's default when the bag
+    recorded no profile (legal, and what `rosbags` writes unless told) or mixed ones."""
+    if not offered:
+        return dataclasses.replace(PLAYBACK_DEFAULT, depth=max(min_depth, PLAYBACK_DEFAULT.depth))
+    first = offered[0]
+    key = lambda q: (q.reliable, q.transient_local, q.deadline_ns, q.manual_liveliness,  # noqa: E731
+                     q.liveliness_lease_ns)
+    if any(key(q) != key(first) for q in offered):
+        return PLAYBACK_DEFAULT
+    return dataclasses.replace(first, keep_all=False, depth=max([min_depth] + [q.depth for q in offered]))
+
+
+# rosbag2's --qos-profile-overrides-path YAML (ros2bag/api: interpret_dict_as_qos_profile): topic -> policies,
+# policy values by rclpy's short keys; durations as {sec, nsec}. An unset policy takes rclpy's default.
+_POLICY_VALUES = {"history": {"keep_last": {"keep_all": False}, "keep_all": {"keep_all": True},
+                              "system_default": {"keep_all": False}},
+                  "reliability": {"reliable": {"reliable": True}, "best_effort": {"reliable": False},
+                                  "system_default": {"reliable": True}},
+                  "durability": {"volatile": {"transient_local": False},
+                                 "transient_local": {"transient_local": True},
+                                 "system_default": {"transient_local": False}},
+                  "liveliness": {"automatic": {"manual_liveliness": False},
+                                 "manual_by_topic": {"manual_liveliness": True},
+                                 "system_default": {"manual_liveliness": False}}}
+_DURATIONS = {"deadline": "deadline_ns", "lifespan": "lifespan_ns", "liveliness_lease_duration": "liveliness_lease_ns"}
+
+
+def qos_overrides_from_yaml(path: str | Path) -> dict[str, QosSpec]:
+    """topic -> QosSpec from a rosbag2 QoS override file; ConfigError naming the file, topic and key."""
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"QoS override file '{path}': {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"QoS override file '{path}' is not valid YAML{where}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"QoS override file '{path}': expected a mapping of topic names to QoS policies")
+    overrides = {}
+    for topic, policies in document.items():
+        where = f"QoS override file '{path}', topic {topic}"
+        if not isinstance(topic, str) or not topic.startswith("/"):
+            raise ConfigError(f"{where}: a topic must be an absolute name starting with '/'")
+        if not isinstance(policies, dict):
+            raise ConfigError(f"{where}: expected a mapping of QoS policies")
+        fields: dict = {}
+        for key, value in policies.items():
+            if key in _POLICY_VALUES:
+                if value not in _POLICY_VALUES[key]:
+                    raise ConfigError(f"{where}: {key} '{value}' is not one of {'|'.join(_POLICY_VALUES[key])}")
+                fields.update(_POLICY_VALUES[key][value])
+            elif key in _DURATIONS:
+                if not (isinstance(value, dict) and set(value) == {"sec", "nsec"}
+                        and all(isinstance(v, int) and v >= 0 for v in value.values())):
+                    raise ConfigError(f"{where}: {key} must be {{sec: int >= 0, nsec: int >= 0}}, got {value}")
+                fields[_DURATIONS[key]] = value["sec"] * 1_000_000_000 + value["nsec"]
+            elif key == "depth":
+                if not (isinstance(value, int) and value >= 0):
+                    raise ConfigError(f"{where}: depth must be an integer >= 0, got {value}")
+                fields["depth"] = value
+            elif key == "avoid_ros_namespace_conventions":
+                if value not in (False, True):
+                    raise ConfigError(f"{where}: avoid_ros_namespace_conventions must be true or false")
+                if value:
+                    raise ConfigError(f"{where}: avoid_ros_namespace_conventions true is not supported")
+            else:
+                raise ConfigError(f"{where}: unexpected key '{key}' (QoS policies: "
+                                  f"{', '.join([*_POLICY_VALUES, 'depth', *_DURATIONS])})")
+        if not fields.get("keep_all") and fields.get("depth", 1) == 0:
+            raise ConfigError(f"{where}: depth 0 needs history keep_all")
+        overrides[topic] = QosSpec(**fields)
+    return overrides
+
+
+__all__ = ["CLOCK", "CLOCK_TOPIC", "GRIPPER_JOINT", "PLAYBACK_DEFAULT", "PRESETS", "PolicyInputs", "QosSpec",
+           "STACK_TOPICS", "adapted_qos", "check_topics", "expected_type", "joint_names_read", "parse_topics",
+           "playback_qos", "policy_inputs", "qos_overrides_from_yaml", "read_policy_metadata", "selected",
            "topic_patterns"]

@@ -48,7 +48,7 @@ VIDEO_OPTIONS = ["-crf", "23", "-g", "2"]  # keyframe every 2 frames, as LeRobot
 POSE = ["x", "y", "z", "qx", "qy", "qz", "qw"]
 LOG_FIELDS = {"stamp_s": (), "ee_pose": (7,), "gripper_width": (1,), "cube_pose": (7,), "executed_action": (8,),
               "human_action": (8,), "intervention": (), "success": (), "reward": ()}  # what an export reads
-NUMERIC_FEATURES = {  # key -> (dtype, names); shape = len(names); column order of the data file
+LOG_FEATURES = {  # key -> (dtype, names); shape = len(names); column order of the data file
     "observation.state": ("float32", POSE + ["gripper_width"]),
     "observation.environment_state": ("float32", [f"cube_{name}" for name in POSE]),
     "action": ("float32", POSE + ["gripper_width"]),
@@ -57,7 +57,9 @@ NUMERIC_FEATURES = {  # key -> (dtype, names); shape = len(names); column order 
     "next.reward": ("float32", None),
     "next.success": ("bool", None),
     "next.done": ("bool", None),
-    "timestamp": ("float32", None),  # LeRobot's own columns from here on
+}
+LEROBOT_COLUMNS = {  # LeRobot's own columns, after every export's features
+    "timestamp": ("float32", None),
     "frame_index": ("int64", None),
     "episode_index": ("int64", None),
     "index": ("int64", None),
@@ -118,8 +120,8 @@ def _aggregate_stats(per_episode: list[dict[str, np.ndarray]]) -> dict[str, np.n
     return out
 
 
-def _episode_columns(episode, rows: np.ndarray, fps: int, episode_index: int, first_index: int) -> dict:
-    """The data-file columns of one episode, resampled onto `rows` (step indices)."""
+def _episode_columns(episode, rows: np.ndarray) -> dict:
+    """The LOG_FEATURES columns of one episode, resampled onto `rows` (step indices)."""
     steps = {name: np.asarray(episode.steps[name])[rows] for name in LOG_FIELDS}
     following = np.append(np.arange(1, len(rows)), len(rows) - 1)  # the next row; the last row keeps its own
     frame_index = np.arange(len(rows))
@@ -132,11 +134,6 @@ def _episode_columns(episode, rows: np.ndarray, fps: int, episode_index: int, fi
         "next.reward": steps["reward"][following],
         "next.success": steps["success"][following] > 0.5,
         "next.done": frame_index == len(rows) - 1,
-        "timestamp": frame_index / fps,
-        "frame_index": frame_index,
-        "episode_index": np.full(len(rows), episode_index),
-        "index": first_index + frame_index,
-        "task_index": np.zeros(len(rows), np.int64),
     }
 
 
@@ -180,11 +177,11 @@ def _arrow_column(values: np.ndarray, dtype: str) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def _hf_features() -> dict:
+def _hf_features(features: dict) -> dict:
     """The `huggingface` schema metadata LeRobot's writer (HF datasets) puts on the data file."""
     return {key: {"dtype": dtype, "_type": "Value"} if names is None
             else {"feature": {"dtype": dtype, "_type": "Value"}, "length": len(names), "_type": "List"}
-            for key, (dtype, names) in NUMERIC_FEATURES.items()}
+            for key, (dtype, names) in features.items()}
 
 
 def _write_tasks(path: Path, tasks: list[str]) -> None:
@@ -204,11 +201,8 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=4, default=lambda value: value.tolist())
 
 
-def export_lerobot(log_root: str | Path, output: str | Path, task: str, only_successful: bool = False,
-                   fps: int | None = None, robot_type: str | None = None, repo_id: str | None = None) -> ExportSummary:
-    """Write the complete episodes under `log_root` (only successful ones if asked) as a LeRobotDataset v3.0
-    folder `output`, which must not exist or be empty. Built in `<output>.partial`, renamed when whole.
-    `fps` (default: the log's step_rate_hz, which every episode must then share) sets the resampling grid."""
+def check_output(output: str | Path, task: str, fps: int | None) -> Path:
+    """The resolved output folder; ConfigError for options no export can take."""
     output = Path(output).resolve()
     if fps is not None and fps <= 0:
         raise ConfigError(f"--fps must be positive, got {fps}")
@@ -216,6 +210,15 @@ def export_lerobot(log_root: str | Path, output: str | Path, task: str, only_suc
         raise ConfigError(f"--output {output} already exists and is not an empty folder")
     if not task.strip():
         raise ConfigError("--task must not be empty")
+    return output
+
+
+def export_lerobot(log_root: str | Path, output: str | Path, task: str, only_successful: bool = False,
+                   fps: int | None = None, robot_type: str | None = None, repo_id: str | None = None) -> ExportSummary:
+    """Write the complete episodes under `log_root` (only successful ones if asked) as a LeRobotDataset v3.0
+    folder `output`, which must not exist or be empty. Built in `<output>.partial`, renamed when whole.
+    `fps` (default: the log's step_rate_hz, which every episode must then share) sets the resampling grid."""
+    output = check_output(output, task, fps)
     chosen, skipped = [], {}
     for summary in list_episodes(log_root):
         if not summary.complete or summary.num_steps == 0:
@@ -230,67 +233,91 @@ def export_lerobot(log_root: str | Path, output: str | Path, task: str, only_suc
     first = read_episode(chosen[0])
     cameras = dict(first.cameras)
     result = ExportSummary(output, fps or _fps(first.meta, f"episode {first.index}"), [], skipped, cameras=cameras)
+    write_dataset(_log_episodes(chosen, cameras, result, rate_from_log=fps is None), LOG_FEATURES, task, result,
+                  robot_type, repo_id, f"the episode log {Path(log_root).resolve()}")
+    return result
+
+
+def write_dataset(episodes, features: dict, task: str, result: ExportSummary, robot_type: str | None,
+                  repo_id: str | None, source: str) -> None:
+    """Write `episodes` — (source index, {feature: (K, ...) column}, {camera: (K, H, W, 3) uint8 frames}), on
+    the result.fps grid — as a LeRobotDataset v3.0 folder result.output: built in `<output>.partial`, renamed
+    when whole. `features`: key -> (dtype, names) of the columns, in order; `source` says where they came from."""
+    output = result.output
     staging = output.with_name(output.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _write_dataset(staging, chosen, cameras, task, result, rate_from_log=fps is None)
-        _write_meta(staging, result, task, robot_type, repo_id or f"local/{output.name}", log_root)
+        _write_dataset(staging, episodes, features, task, result)
+        _write_meta(staging, result, task, robot_type, repo_id or f"local/{output.name}", source, features)
         if output.exists():
             output.rmdir()
         staging.rename(output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return result
 
 
-def _write_dataset(root: Path, paths: list[Path], cameras: dict, task: str, result: ExportSummary,
-                   rate_from_log: bool) -> None:
+def _log_episodes(paths: list[Path], cameras: dict, result: ExportSummary, rate_from_log: bool):
+    """The logged episodes at `paths`, checked and resampled onto the result.fps grid (counted in `result`)."""
     fps = result.fps
+    for path in paths:
+        episode = read_episode(path)
+        _check_episode(episode, cameras)
+        if rate_from_log and _fps(episode.meta, f"episode {episode.index}") != fps:
+            raise ConfigError(f"episode {episode.index}: step_rate_hz differs from the first episode's {fps} Hz")
+        rows = nearest_steps_on_grid(episode.steps["stamp_s"], fps)
+        offsets = episode.steps["stamp_s"][rows] - (episode.steps["stamp_s"][0] + np.arange(len(rows)) / fps)
+        result.max_stamp_offset_s = max(result.max_stamp_offset_s, float(np.abs(offsets).max()))
+        result.repeated_rows += int(np.sum(rows[1:] == rows[:-1]))
+        result.dropped_steps += episode.num_steps - len(np.unique(rows))
+        yield episode.index, _episode_columns(episode, rows), {camera: episode.frames(camera, rows)
+                                                               for camera in cameras}
+
+
+def _write_dataset(root: Path, episodes, features: dict, task: str, result: ExportSummary) -> None:
+    fps, cameras = result.fps, result.cameras
+    columns_spec = {**features, **LEROBOT_COLUMNS}
     video_keys = {camera: f"observation.images.{camera}" for camera in cameras}
     videos = {camera: _open_video(root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0),
                                   cameras[camera], fps) for camera, key in video_keys.items()}
     columns, episode_rows, episode_stats = [], [], []
     try:
-        for episode_index, path in enumerate(paths):
-            episode = read_episode(path)
-            _check_episode(episode, cameras)
-            if rate_from_log and _fps(episode.meta, f"episode {episode.index}") != fps:
-                raise ConfigError(f"episode {episode.index}: step_rate_hz differs from the first episode's {fps} Hz")
-            rows = nearest_steps_on_grid(episode.steps["stamp_s"], fps)
-            offsets = episode.steps["stamp_s"][rows] - (episode.steps["stamp_s"][0] + np.arange(len(rows)) / fps)
-            result.max_stamp_offset_s = max(result.max_stamp_offset_s, float(np.abs(offsets).max()))
-            result.repeated_rows += int(np.sum(rows[1:] == rows[:-1]))
-            result.dropped_steps += episode.num_steps - len(np.unique(rows))
-            data = _episode_columns(episode, rows, fps, episode_index, result.total_frames)
+        for episode_index, (source_index, data, frames_by_camera) in enumerate(episodes):
+            length = len(next(iter(data.values())))
+            frame_index = np.arange(length)
+            data = {**data, "timestamp": frame_index / fps, "frame_index": frame_index,
+                    "episode_index": np.full(length, episode_index), "index": result.total_frames + frame_index,
+                    "task_index": np.zeros(length, np.int64)}
             stats = {key: _feature_stats(values.reshape(len(values), -1)) for key, values in data.items()}
             video_from_s = result.total_frames / fps
             for camera, key in video_keys.items():
-                frames = episode.frames(camera, rows)
+                frames = frames_by_camera[camera]
                 for frame in frames:
                     videos[camera].send(np.ascontiguousarray(frame))
                 picks = np.unique(np.linspace(0, len(frames) - 1, min(IMAGE_STATS_FRAMES, len(frames))).round())
                 stats[key] = _feature_stats(frames[picks.astype(int)] / 255.0)
             episode_rows.append({
-                "episode_index": episode_index, "tasks": [task], "length": len(rows),
+                "episode_index": episode_index, "tasks": [task], "length": length,
                 "data/chunk_index": 0, "data/file_index": 0,
-                "dataset_from_index": result.total_frames, "dataset_to_index": result.total_frames + len(rows),
+                "dataset_from_index": result.total_frames, "dataset_to_index": result.total_frames + length,
                 **{f"videos/{key}/{name}": value for key in video_keys.values() for name, value in
                    [("chunk_index", 0), ("file_index", 0), ("from_timestamp", video_from_s),
-                    ("to_timestamp", video_from_s + len(rows) / fps)]},
+                    ("to_timestamp", video_from_s + length / fps)]},
                 **{f"stats/{key}/{name}": value.tolist() for key, feature in stats.items()
                    for name, value in feature.items()},
                 "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
             columns.append(data)
             episode_stats.append(stats)
-            result.source_episodes.append(episode.index)
-            result.total_frames += len(rows)
+            result.source_episodes.append(source_index)
+            result.total_frames += length
     finally:
         for writer in videos.values():
             writer.close()
+    if not columns:
+        raise ConfigError("no episode to export")
     data = pa.table({key: _arrow_column(np.concatenate([part[key] for part in columns]), dtype)
-                     for key, (dtype, _) in NUMERIC_FEATURES.items()})
-    data = data.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": _hf_features()}})})
+                     for key, (dtype, _) in columns_spec.items()})
+    data = data.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": _hf_features(columns_spec)}})})
     (root / DATA_PATH.format(chunk_index=0, file_index=0)).parent.mkdir(parents=True)
     pq.write_table(data, root / DATA_PATH.format(chunk_index=0, file_index=0))
     (root / EPISODES_PATH).parent.mkdir(parents=True)
@@ -301,29 +328,29 @@ def _write_dataset(root: Path, paths: list[Path], cameras: dict, task: str, resu
 
 
 def _write_meta(root: Path, result: ExportSummary, task: str, robot_type: str | None, repo_id: str,
-                log_root) -> None:
-    features = {}
-    for key, (dtype, names) in NUMERIC_FEATURES.items():
+                source: str, features: dict) -> None:
+    out = {}
+    for key, (dtype, names) in {**features, **LEROBOT_COLUMNS}.items():
         if key == "timestamp":  # cameras before LeRobot's own columns, as its writer orders them
             for camera, (height, width, channels) in result.cameras.items():
-                features[f"observation.images.{camera}"] = {
+                out[f"observation.images.{camera}"] = {
                     "dtype": "video", "shape": [height, width, channels], "names": ["height", "width", "channels"],
                     "info": {"video.height": height, "video.width": width, "video.codec": "h264",
                              "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": result.fps,
                              "video.channels": channels, "has_audio": False}}
-        features[key] = {"dtype": dtype, "shape": [len(names) if names else 1], "names": names}
+        out[key] = {"dtype": dtype, "shape": [len(names) if names else 1], "names": names}
     info = {"codebase_version": CODEBASE_VERSION, "robot_type": robot_type,
             "total_episodes": len(result.source_episodes), "total_frames": result.total_frames, "total_tasks": 1,
             "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
             "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB, "fps": result.fps,
             "splits": {"train": f"0:{len(result.source_episodes)}"}, "data_path": DATA_PATH,
-            "video_path": VIDEO_PATH if result.cameras else None, "features": features}
+            "video_path": VIDEO_PATH if result.cameras else None, "features": out}
     (root / "meta/info.json").write_text(_json(info))
-    mapping = ", ".join(f"{i}<-{source}" for i, source in enumerate(result.source_episodes))
+    mapping = ", ".join(f"{i}<-{source_index}" for i, source_index in enumerate(result.source_episodes))
     (root / "README.md").write_text(
         f"---\ntags: [LeRobot]\ntask_categories: [robotics]\nconfigs:\n- config_name: default\n"
         f"  data_files: data/*/*.parquet\n---\n# {repo_id}\n\nLeRobotDataset {CODEBASE_VERSION} exported by "
-        f"`deploy export-lerobot` from the episode log {Path(log_root).resolve()}.\nTask: {task}\n\n"
-        f"Rows are the logged steps nearest to a fixed {result.fps} Hz grid (worst stamp offset "
+        f"`deploy export-lerobot` from {source}.\nTask: {task}\n\n"
+        f"Rows are the samples nearest to a fixed {result.fps} Hz grid (worst stamp offset "
         f"{result.max_stamp_offset_s * 1000:.1f} ms, {result.repeated_rows} repeated rows, "
-        f"{result.dropped_steps} dropped steps).\nDataset episode <- log episode: {mapping}\n")
+        f"{result.dropped_steps} dropped samples).\nDataset episode <- source episode: {mapping}\n")

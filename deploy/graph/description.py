@@ -359,9 +359,11 @@ _REPLAY_ARGS = (
     LaunchArg("start_offset", "0.0", "seconds of the bag to skip"),
     LaunchArg("loop", "false", "replay again and again (time goes on)", kind="bool"),
 )
+_QOS_OVERRIDE_ARG = LaunchArg("qos_override", "", "rosbag2 QoS override YAML for the replayed topics "
+                              "(as ros2 bag play --qos-profile-overrides-path)")
 _REPLAY_PARAMS = (InlineParam("bag", "{bag}"), InlineParam("rate", "{rate}", "float"),
                   InlineParam("start_offset_s", "{start_offset}", "float"), InlineParam("loop", "{loop}", "bool"),
-                  InlineParam("topics", "{topics}"))
+                  InlineParam("topics", "{topics}"), InlineParam("qos_override", "{qos_override}"))
 _REPLAY = NodeSpec("replay", "replay_node", "deploy.nodes.replay_node", required=True)
 
 RECORD = Graph(
@@ -380,7 +382,7 @@ BAG_PLAY = Graph(
     args=(_BAG_ARG, *_REPLAY_ARGS, LaunchArg("topics", "", "comma-separated topics or * patterns; empty = all"),
           LaunchArg("clock", "true", "publish /clock from bag time", kind="bool"),
           LaunchArg("wait_for_subscribers", "false", "start once every replayed topic has a subscriber",
-                    kind="bool")),
+                    kind="bool"), _QOS_OVERRIDE_ARG),
     nodes=(dataclasses.replace(_REPLAY, required=False, parameters=_REPLAY_PARAMS + (
         InlineParam("clock", "{clock}", "bool"),
         InlineParam("wait_for_subscribers", "{wait_for_subscribers}", "bool"))),),
@@ -390,7 +392,7 @@ REPLAY = Graph(
     name="replay", description="a bag's observations and /clock into the policy, which runs on bag time; no robot",
     args=(_BAG_ARG, LaunchArg("policy", "", "policy checkpoint path; empty = the package's demo policy"),
           *_REPLAY_ARGS, LaunchArg("topics", "", "comma-separated topics or * patterns; empty = the observations"),
-          LaunchArg("seed", "0", "random seed of the policy", kind="int")),
+          LaunchArg("seed", "0", "random seed of the policy", kind="int"), _QOS_OVERRIDE_ARG),
     nodes=(dataclasses.replace(_REPLAY, parameters=_REPLAY_PARAMS + (
                InlineParam("preset", "observations"), InlineParam("policy", "{policy}"))),
            dataclasses.replace(_POLICY, parameters=_POLICY.parameters + _ON_BAG_TIME)),
@@ -403,7 +405,7 @@ REPLAY_TEST = Graph(
           LaunchArg("output", "", "bag the policy's chunks are written to"),
           LaunchArg("image_max_age", str(lockstep.DEFAULT_IMAGE_MAX_AGE_S), "the policy's image_max_age_s [s]"),
           LaunchArg("state_max_age", str(lockstep.DEFAULT_STATE_MAX_AGE_S), "the policy's state_max_age_s [s]"),
-          LaunchArg("seed", "0", "random seed of the policy", kind="int")),
+          LaunchArg("seed", "0", "random seed of the policy", kind="int"), _QOS_OVERRIDE_ARG),
     nodes=(dataclasses.replace(_POLICY, parameters=_POLICY.parameters + _ON_BAG_TIME + (
                InlineParam("trigger", lockstep.POLICY_TRIGGER),
                InlineParam("image_max_age_s", "{image_max_age}", "float"),
@@ -411,7 +413,8 @@ REPLAY_TEST = Graph(
            dataclasses.replace(_REPLAY, parameters=(
                InlineParam("bag", "{bag}"), InlineParam("mode", "lockstep"), InlineParam("policy", "{policy}"),
                InlineParam("output", "{output}"), InlineParam("image_max_age_s", "{image_max_age}", "float"),
-               InlineParam("state_max_age_s", "{state_max_age}", "float")))),
+               InlineParam("state_max_age_s", "{state_max_age}", "float"),
+               InlineParam("qos_override", "{qos_override}")))),
 )
 
 for _graph in (RECORD, BAG_PLAY, REPLAY, REPLAY_TEST):

@@ -45,48 +45,76 @@ def perturbed(checkpoint: Path, path: Path, scale: float = 0.3, seed: int = 1) -
     return path
 
 
-def _stamp(t_ns: int):
-    Time = STORE.types["builtin_interfaces/msg/Time"]
-    return STORE.types["std_msgs/msg/Header"](stamp=Time(sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id="base")
+def _stamp(t_ns: int, store=STORE):
+    Time = store.types["builtin_interfaces/msg/Time"]
+    return store.types["std_msgs/msg/Header"](stamp=Time(sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id="base")
 
 
-def image(t_ns: int, size: int = 48):
+def image(t_ns: int, size: int = 48, store=STORE):
     """A moving gradient, different in every frame."""
     phase = (t_ns // 1_000_000) % 256
     row = (np.arange(size, dtype=np.uint16) * 4 + phase) % 256
     pixels = np.stack([np.tile(row, (size, 1)), np.tile(row[:, None], (1, size)), np.full((size, size), 90)], -1)
-    return STORE.types["sensor_msgs/msg/Image"](header=_stamp(t_ns), height=size, width=size, encoding="rgb8",
+    return store.types["sensor_msgs/msg/Image"](header=_stamp(t_ns, store), height=size, width=size, encoding="rgb8",
                                                 is_bigendian=0, step=3 * size,
                                                 data=pixels.astype(np.uint8).reshape(-1))
 
 
-def joint_state(t_ns: int):
+def joint_state(t_ns: int, store=STORE, names=None):
+    """The package's joint1..joint7 + gripper, or `names` (a foreign robot's) with as many positions."""
+    names = names or [f"joint{i}" for i in range(1, 8)] + ["gripper"]
     q = np.array(ARM) + 0.05 * np.sin(t_ns * 1e-9 + np.arange(7))
-    return STORE.types["sensor_msgs/msg/JointState"](
-        header=_stamp(t_ns), name=[f"joint{i}" for i in range(1, 8)] + ["gripper"],
-        position=np.append(q, 0.04), velocity=np.zeros(8), effort=np.zeros(8))
+    position = np.resize(np.append(q, 0.04), len(names))
+    return store.types["sensor_msgs/msg/JointState"](
+        header=_stamp(t_ns, store), name=list(names), position=position, velocity=np.zeros(len(names)),
+        effort=np.zeros(len(names)))
+
+
+def pose(t_ns: int, xyz, store=STORE):
+    """A tool-down pose near `xyz`, drifting slowly."""
+    drift = 0.01 * np.sin(t_ns * 1e-9)
+    Pose, Point, Quaternion = (store.types[f"geometry_msgs/msg/{n}"] for n in ("Pose", "Point", "Quaternion"))
+    return store.types["geometry_msgs/msg/PoseStamped"](
+        header=_stamp(t_ns, store), pose=Pose(position=Point(x=xyz[0] + drift, y=xyz[1], z=xyz[2]),
+                                              orientation=Quaternion(x=1.0, y=0.0, z=0.0, w=0.0)))
+
+
+TYPES = {"/cameras/front/image_raw": "sensor_msgs/msg/Image", "/proprio/joint_states": "sensor_msgs/msg/JointState",
+         "/proprio/ee_pose": "geometry_msgs/msg/PoseStamped", "/sim/cube_pose": "geometry_msgs/msg/PoseStamped",
+         "/controller/reference": "geometry_msgs/msg/PoseStamped", "/episode_start": "std_msgs/msg/Header"}
+POSES = {"/proprio/ee_pose": (0.45, 0.0, 0.25), "/sim/cube_pose": (0.55, 0.05, 0.02),
+         "/controller/reference": (0.46, 0.0, 0.24)}
 
 
 def write_bag(path: Path, seconds: float = 3.0, camera_hz: float = 30.0, joint_hz: float = 100.0,
               start_ns: int = 1_700_000_000 * 10**9, joint_type: str = "sensor_msgs/msg/JointState",
-              topics: tuple[str, ...] = ("/cameras/front/image_raw", "/proprio/joint_states")) -> Path:
-    """Images and joint states stamped at their (log) time, as a third-party tool writes them."""
+              topics: tuple[str, ...] = ("/cameras/front/image_raw", "/proprio/joint_states"),
+              storage: StoragePlugin = StoragePlugin.MCAP, store=STORE, joint_names=None,
+              gap_s: tuple[float, float] | None = None, markers_s: tuple[float, ...] = ()) -> Path:
+    """Images and states stamped at their (log) time, as a third-party tool writes them: `rosbags`' Writer with
+    its defaults (no offered QoS profiles), in `storage`, with the message definitions of `store`; the state
+    topics (joints, TCP pose, cube pose, TCP reference) at joint_hz; nothing at all in the window `gap_s`; a
+    std_msgs/Header on /episode_start at each of `markers_s`."""
     events = []
-    if "/cameras/front/image_raw" in topics:
-        events += [(start_ns + round(i * 1e9 / camera_hz), "/cameras/front/image_raw")
-                   for i in range(int(seconds * camera_hz))]
-    if "/proprio/joint_states" in topics:
-        events += [(start_ns + round(i * 1e9 / joint_hz), "/proprio/joint_states")
-                   for i in range(int(seconds * joint_hz))]
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        types = {"/cameras/front/image_raw": "sensor_msgs/msg/Image", "/proprio/joint_states": joint_type}
-        conns = {topic: writer.add_connection(topic, types[topic], typestore=STORE) for topic in topics}
+    for topic in topics:
+        hz = camera_hz if topic == "/cameras/front/image_raw" else joint_hz
+        events += [(start_ns + round(i * 1e9 / hz), topic) for i in range(int(seconds * hz))
+                   if gap_s is None or not gap_s[0] <= i / hz < gap_s[1]]
+    events += [(start_ns + round(t_s * 1e9), "/episode_start") for t_s in markers_s]
+    topics = (*topics, "/episode_start") if markers_s else topics
+    with Writer(path, version=9, storage_plugin=storage) as writer:
+        types = dict(TYPES, **{"/proprio/joint_states": joint_type})
+        conns = {topic: writer.add_connection(topic, types[topic], typestore=store) for topic in topics}
         for t_ns, topic in sorted(events):
             if topic == "/cameras/front/image_raw":
-                msg, msgtype = image(t_ns), "sensor_msgs/msg/Image"
+                msg = image(t_ns, store=store)
+            elif topic == "/episode_start":
+                msg = _stamp(t_ns, store)
+            elif topic in POSES:
+                msg = pose(t_ns, POSES[topic], store)
             elif joint_type == "sensor_msgs/msg/JointState":
-                msg, msgtype = joint_state(t_ns), joint_type
+                msg = joint_state(t_ns, store, joint_names)
             else:
-                msg, msgtype = STORE.types[joint_type](data="not joints"), joint_type
-            writer.write(conns[topic], t_ns, STORE.serialize_cdr(msg, msgtype))
+                msg = store.types[joint_type](data="not joints")
+            writer.write(conns[topic], t_ns, store.serialize_cdr(msg, types[topic]))
     return path

@@ -9,7 +9,7 @@ from rclpy.serialization import serialize_message
 from bag_helpers import STORE, joint_state
 from deploy.bags.replay_test import read_chunks
 from deploy.bags.report import controller_configs, evaluate
-from deploy.bags.store import BagWriter
+from deploy.bags.store import BagWriter, qos_from_bag, qos_to_bag
 from deploy.bags.thresholds import Thresholds
 from deploy.bags.topics import QosSpec
 from deploy.control.chunks import CARTESIAN, Chunk
@@ -43,8 +43,12 @@ def test_a_chunk_serialized_by_rclpy_reads_back_in_rosbags():
 
 
 def test_qos_round_trip_and_clock():
-    for spec in (QosSpec(), QosSpec(reliable=False, depth=5), QosSpec(reliable=True, transient_local=True, depth=1)):
+    overridden = QosSpec(keep_all=True, depth=1, deadline_ns=1_000_000_500, lifespan_ns=3, manual_liveliness=True,
+                         liveliness_lease_ns=2 * 10**9)  # what a rosbag2 QoS override file can ask for
+    for spec in (QosSpec(), QosSpec(reliable=False, depth=5), QosSpec(reliable=True, transient_local=True, depth=1),
+                 overridden):
         assert qos_from_profile(qos_to_profile(spec)) == spec
+        assert qos_from_bag(qos_to_bag(spec)) == spec  # and through a bag's offered_qos_profiles
     profile = qos_to_profile(QosSpec(reliable=False))
     assert profile.reliability == ReliabilityPolicy.BEST_EFFORT and profile.durability == DurabilityPolicy.VOLATILE
     clock = clock_to_msg(12_000_000_007)

@@ -121,7 +121,7 @@ def test_truncated_bag_fails_in_one_line_naming_the_file(tmp_path):
     bag = write_bag(tmp_path / "bag", seconds=1.0)
     (mcap,) = bag.glob("*.mcap")
     mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
-    with pytest.raises(BagError, match=f"bag '{bag}': {mcap} is truncated or corrupt") as error:
+    with pytest.raises(BagError, match=rf"bag '{bag}': {mcap} is truncated at offset \d+ ") as error:
         BagReader(bag)
     assert "\n" not in str(error.value)
 

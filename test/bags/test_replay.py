@@ -90,8 +90,10 @@ def test_replay_graph_drives_the_policy_on_bag_time(tmp_path, probe, launch_grap
 def test_lockstep_replays_are_deterministic_and_the_helper_passes(tmp_path, domain_id):
     bag = write_bag(tmp_path / "bag", seconds=2.0)
     checkpoint = joints_checkpoint(tmp_path / "ckpt")
-    runs = [assert_replay_passes(bag, checkpoint, tmp_path / f"report{i}", domain_id=domain_id) for i in (1, 2)]
+    runs = [assert_replay_passes(bag, checkpoint, tmp_path / f"report{i}", domain_id=domain_id, dry_run_ok=True)
+            for i in (1, 2)]
     assert runs[0].report["chunks"]["replayed"] >= 8  # one chunk per 0.2 s observation set
+    assert runs[0].outcome == "dry run"  # the bag has no chunks: nothing compared, not "passed"
     chunks = []
     for i in (1, 2):
         with BagReader(tmp_path / f"report{i}" / REPLAYED) as reader:
@@ -119,7 +121,7 @@ def test_bad_bags_fail_in_one_line_naming_topic_or_file(tmp_path, domain_id):
     mcap.write_bytes(mcap.read_bytes()[:-100])
     done = deploy_cli(domain_id, "replay", str(truncated))
     assert done.returncode == 2
-    assert done.stderr.startswith(f"deploy: error: bag '{truncated}': {mcap} is truncated or corrupt")
+    assert done.stderr.startswith(f"deploy: error: bag '{truncated}': {mcap} is truncated at offset ")
     assert len(done.stderr.strip().splitlines()) == 1
     # The replay node itself (as launch files start it) refuses a bag lacking the policy's inputs.
     node = subprocess.run([sys.executable, "-m", "deploy.nodes.replay_node", "--ros-args", "-p", f"bag:={no_camera}",
