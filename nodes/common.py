@@ -54,7 +54,8 @@ def declare_prefixed(node: Node, prefix: str) -> dict:
 
 def connect_with_retry(node: Node, connect: Callable[[], None], what: str, timeout_s: float = 60.0) -> None:
     """Graph nodes start in any order: keep trying to reach a device (or the sim) for a while, saying so once,
-    then fail with the device's own clear error."""
+    then fail with the device's own clear error. Only transient errors (RobotConnectionError, CameraError) are
+    retried; a PermanentRobotError (no real-time kernel, wrong robot version, FCI off) fails at once."""
     deadline = time.monotonic() + timeout_s
     said = False
     while True:
