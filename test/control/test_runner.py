@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from deploy.errors import ConfigError, RobotLostError
 from deploy.robots.sim import SimRobot
 from deploy.robots.ur import URRobot
 from deploy.sim.process import SimConfig, SimProcess, connect_when_up
-from harness import wait_until
+from harness import remove_sim_link, wait_until
 from test_loop_on_ur import BOX_MAX_M, BOX_MIN_M, DOWN_XYZW, ServoedArm
 
 
@@ -56,14 +55,7 @@ def sim_loop():
     if sim.process.is_alive():
         sim.stop()  # (not after a kill: Event.set() waits for the killed waiter to wake, forever)
     sim.process.join(timeout=10)
-    try:  # a killed sim leaves its segment behind
-        segment = shared_memory.SharedMemory(name=link_name)
-        segment.close()
-        segment.unlink()
-    except FileNotFoundError:
-        pass
-    if os.path.exists(f"/dev/shm/{link_name}.cameras"):
-        os.unlink(f"/dev/shm/{link_name}.cameras")
+    remove_sim_link(link_name)
 
 
 def test_sim_killed_stops_the_loop_and_names_the_sim(sim_loop):
