@@ -1,19 +1,15 @@
 """Impedance-controller node: a ROS shell around the control loop (deploy.control.loop) and its runner and
 health (deploy.control.runner), translating chunks, services, parameters and diagnostics to and from ROS. A
-lost robot ends the node: ERROR on /diagnostics naming the cause, then one line and a non-zero exit. A backend
-reached over ROS topics (`Robot.topic_bridge`: the external compliant controller) gets its publishers and
-joint-state subscription from here; the node never asks which backend runs."""
+lost robot ends the node: ERROR on /diagnostics naming the cause, then one line and a non-zero exit. The node
+never asks which backend runs (one reached over ROS topics is wired by deploy.nodes.robot_topics)."""
 from __future__ import annotations
 
-import threading
-
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
@@ -25,9 +21,9 @@ from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
 from deploy.graph.description import TOPICS
 from deploy.nodes.common import COMMAND_QOS, SENSOR_QOS, connect_with_retry, declare_config, declare_prefixed, run_node
-from deploy.nodes.conversions import (chunk_from_msg, gripper_width_to_msg, joint_state_from_msg, joint_state_to_msg,
-                                      labelled_array_to_msg, pose_to_msg, time_to_msg, wrench_to_msg)
-from deploy.robots.base import RobotState
+from deploy.nodes.conversions import (chunk_from_msg, diagnostics_to_msg, joint_state_to_msg, labelled_array_to_msg,
+                                      pose_to_msg, wrench_to_msg)
+from deploy.nodes.robot_topics import bridge_robot_topics
 from deploy.robots.registry import make_robot
 
 
@@ -47,14 +43,15 @@ class ControllerNode(Node):
                                   (self.config.reference_publish_rate_hz, self.publish_reference)))
         self._lost_reported = False
         if self.robot.topic_bridge is not None:
-            self.bridge_robot_topics()
-        self.connect_robot()
+            bridge_robot_topics(self, self.robot)
+        connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'", self.config.connect_timeout_s,
+                           spin=True)  # with callbacks running: a backend fed by a subscription needs its state
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
         # The executor takes ready subscriptions in creation order: an e-stop, and the authority flag the
         # intervention node sends just before the operator's first chunk, are handled before a chunk waiting
         # beside them (a takeover's chunk handled first would splice in without the glide).
-        self.create_subscription(Bool, "~/estop", self.on_estop_topic, COMMAND_QOS)
+        self.create_subscription(Bool, "~/estop", lambda msg: msg.data and self.loop.safety.estop(), COMMAND_QOS)
         self._operator_active = False
         self.create_subscription(Bool, TOPICS["intervention_active"], self.on_intervention_active, COMMAND_QOS)
         self.create_subscription(MultiDOFJointTrajectory, "~/chunk", self.on_chunk, COMMAND_QOS)
@@ -71,55 +68,11 @@ class ControllerNode(Node):
         self.status_pub = self.create_publisher(Float64MultiArray, "~/chunk_status", SENSOR_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.create_timer(1.0, self.publish_diagnostics)
-
         self.create_timer(0.25, self.watch_robot)
         if self.config.loop_runner == "thread":
             self.runner.start(self.config.realtime_priority)
         else:
             self.create_timer(self.loop.period_s, self.runner.step)
-
-    # --- robot I/O -----------------------------------------------------------------------------------------
-    def bridge_robot_topics(self):
-        """Publishers and the joint-state subscription for a backend reached over ROS topics."""
-        bridge = self.robot.topic_bridge
-        pose_pub = self.create_publisher(PoseStamped, bridge.pose_target_topic, COMMAND_QOS)
-        gripper_pub = self.create_publisher(Float64, bridge.gripper_topic, COMMAND_QOS) if bridge.gripper_topic else None
-        self.robot.attach_publishers(
-            lambda position_m, quat_xyzw, stamp_s: pose_pub.publish(pose_to_msg(position_m, quat_xyzw, stamp_s)),
-            lambda width_m: gripper_pub.publish(gripper_width_to_msg(width_m)) if gripper_pub else None)
-        self.create_subscription(JointState, bridge.joint_state_topic, self.on_robot_joint_state, SENSOR_QOS)
-
-    def on_robot_joint_state(self, msg: JointState):
-        bridge = self.robot.topic_bridge
-        try:
-            stamp_s, q_rad, dq_rad_s, tau_nm, gripper_m = joint_state_from_msg(msg, bridge.joint_names,
-                                                                                bridge.gripper_joint)
-        except ValueError as error:
-            self.get_logger().error(f"{bridge.joint_state_topic}: {error}", throttle_duration_sec=5.0)
-            return
-        if stamp_s == 0.0:  # an unstamped state describes the moment it arrived
-            stamp_s = self.get_clock().now().nanoseconds * 1e-9
-        self.robot.feed_state(RobotState(stamp_s, q_rad, dq_rad_s, tau_nm, gripper_m))
-
-    def connect_robot(self):
-        """Connect with this node's callbacks running, so a backend fed by a subscription sees its first state."""
-        executor = SingleThreadedExecutor(context=self.context)
-        executor.add_node(self)
-        connected = threading.Event()
-
-        def spin():
-            while not connected.is_set():
-                executor.spin_once(timeout_sec=0.05)
-
-        spinner = threading.Thread(target=spin, name="connect_spinner", daemon=True)
-        spinner.start()
-        try:
-            connect_with_retry(self, self.robot.connect, f"robot '{self.config.robot}'", self.config.connect_timeout_s)
-        finally:
-            connected.set()
-            spinner.join()
-            executor.remove_node(self)
-            executor.shutdown()
 
     # --- the loop --------------------------------------------------------------------------------------------
     def watch_robot(self):
@@ -169,10 +122,6 @@ class ControllerNode(Node):
             return response
         return serve
 
-    def on_estop_topic(self, msg: Bool):
-        if msg.data:
-            self.loop.safety.estop()
-
     def on_set_parameters(self, parameters) -> SetParametersResult:
         """Run-time gain changes, bounds-checked; a bad value is refused with why."""
         try:
@@ -183,12 +132,8 @@ class ControllerNode(Node):
 
     def publish_diagnostics(self):
         health = self.runner.health()
-        status = DiagnosticStatus(level=bytes([health.level]), name="controller: loop", hardware_id=self.config.robot,
-                                  message=health.message,
-                                  values=[KeyValue(key=k, value=v) for k, v in health.values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = time_to_msg(health.stamp_s)
-        self.diagnostics_pub.publish(array)
+        self.diagnostics_pub.publish(diagnostics_to_msg("controller: loop", self.config.robot, health.level,
+                                                        health.message, health.values, health.stamp_s))
 
     def close(self):
         self.runner.stop()

@@ -28,6 +28,7 @@ import importlib
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Transform, TwistStamped, WrenchStamped
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -326,3 +327,13 @@ def qos_from_profile(profile: QoSProfile) -> QosSpec:
     return QosSpec(reliable=profile.reliability == ReliabilityPolicy.RELIABLE,
                    transient_local=profile.durability == DurabilityPolicy.TRANSIENT_LOCAL,
                    depth=max(1, int(profile.depth)))
+
+
+def diagnostics_to_msg(name: str, hardware_id: str, level: int, message: str, values: dict[str, str],
+                       stamp_s: float) -> DiagnosticArray:
+    """One status (level 0 OK, 1 WARN, 2 ERROR) in a DiagnosticArray stamped `stamp_s`."""
+    status = DiagnosticStatus(level=bytes([level]), name=name, hardware_id=hardware_id, message=message,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = time_to_msg(stamp_s)
+    return array

@@ -19,7 +19,6 @@ import io
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
