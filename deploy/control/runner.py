@@ -130,7 +130,7 @@ class LoopRunner:
 
     def raise_if_lost(self) -> None:
         if self.lost_cause is not None:
-            raise RobotLostError(f"{self.lost_cause} — the controller stopped commanding")
+            raise RobotLostError(f"{self.lost_cause} (the controller stopped commanding)")
 
     def stop(self) -> None:
         """Stop the thread, then the robot (idempotent)."""
