@@ -67,6 +67,7 @@ def test_sim_killed_stops_the_loop_and_names_the_sim(sim_loop):
         assert wait_until(lambda: len(outputs.reference) >= 20, timeout_s=30)
         health = runner.health()
         assert health.level == OK and health.values["robot"] == "ok" and float(health.values["rate_hz"]) > 0
+        assert health.values["scheduling"] == "normal scheduling (realtime_priority 0)"
         assert len(outputs.state) >= 4 * len(outputs.reference) - 5  # 250 Hz beside 50 Hz, from the same ticks
         os.kill(sim.process.pid, signal.SIGKILL)
         # The backend names the sim well before the runner's own 10 s watchdog would fire.
@@ -156,6 +157,7 @@ def test_timer_steps_tick_without_a_thread(monkeypatch):
     while len(outputs.state) < 20 and time.monotonic() < deadline:
         assert runner.step(0.01)
     assert len(outputs.state) >= 20 and runner.health().level == OK
+    assert runner.health().values["scheduling"] == "executor timer"
     runner.stop()
 
 
