@@ -71,7 +71,7 @@ setup(
     ],
     install_requires=CORE_REQUIRES,
     extras_require={"ros": ROS_WHEELS, "test": TEST_REQUIRES,
-                    "franka": ["pylibfranka==0.21.3"], "ur": ["ur-rtde==1.6.5"],
+                    "franka": ["pylibfranka==0.21.3", "franky-sim==1.0.4", "pin==4.1.0"], "ur": ["ur-rtde==1.6.5"],
                     # operator devices: SpaceMouse (HID via easyhid -> libhidapi-hidraw0), gamepad (evdev)
                     "teleop": ["pyspacemouse==2.1.0", "easyhid==0.0.10", "evdev==2.0.0"]},
     zip_safe=True,

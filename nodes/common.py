@@ -52,9 +52,30 @@ def declare_prefixed(node: Node, prefix: str) -> dict:
             for name in names}
 
 
-def connect_with_retry(node: Node, connect: Callable[[], None], what: str, timeout_s: float = 60.0) -> None:
+def connect_with_retry(node: Node, connect: Callable[[], None], what: str, timeout_s: float = 60.0,
+                       spin: bool = False) -> None:
     """Graph nodes start in any order: keep trying to reach a device (or the sim) for a while, saying so once,
-    then fail with the device's own clear error."""
+    then fail with the device's own clear error. Only transient errors (RobotConnectionError, CameraError) are
+    retried; a PermanentRobotError (no real-time kernel, wrong robot version, FCI off) fails at once.
+    `spin`: run the node's callbacks meanwhile (a backend fed by a subscription needs its first state)."""
+    if spin:
+        executor = SingleThreadedExecutor(context=node.context)
+        executor.add_node(node)
+        connected = threading.Event()
+
+        def spin_until_connected():
+            while not connected.is_set():
+                executor.spin_once(timeout_sec=0.05)
+
+        spinner = threading.Thread(target=spin_until_connected, name="connect_spinner", daemon=True)
+        spinner.start()
+        try:
+            return connect_with_retry(node, connect, what, timeout_s)
+        finally:
+            connected.set()
+            spinner.join()
+            executor.remove_node(node)
+            executor.shutdown()
     deadline = time.monotonic() + timeout_s
     said = False
     while True:

@@ -31,6 +31,7 @@ import importlib
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Transform, TwistStamped, WrenchStamped
 from rclpy.duration import Duration as RosDuration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
@@ -356,3 +357,13 @@ def qos_from_profile(profile: QoSProfile) -> QosSpec:
                    deadline_ns=profile.deadline.nanoseconds, lifespan_ns=profile.lifespan.nanoseconds,
                    manual_liveliness=profile.liveliness == LivelinessPolicy.MANUAL_BY_TOPIC,
                    liveliness_lease_ns=profile.liveliness_lease_duration.nanoseconds)
+
+
+def diagnostics_to_msg(name: str, hardware_id: str, level: int, message: str, values: dict[str, str],
+                       stamp_s: float) -> DiagnosticArray:
+    """One status (level 0 OK, 1 WARN, 2 ERROR) in a DiagnosticArray stamped `stamp_s`."""
+    status = DiagnosticStatus(level=bytes([level]), name=name, hardware_id=hardware_id, message=message,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = time_to_msg(stamp_s)
+    return array

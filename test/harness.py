@@ -52,6 +52,20 @@ class Probe:
         self._spin.close()
 
 
+def remove_sim_link(link_name: str) -> None:
+    """Remove the shared-memory link a killed sim left behind (a sim that ends cleanly removes its own)."""
+    from multiprocessing import shared_memory
+
+    try:
+        segment = shared_memory.SharedMemory(name=link_name)
+        segment.close()
+        segment.unlink()
+    except FileNotFoundError:
+        pass
+    if os.path.exists(f"/dev/shm/{link_name}.cameras"):
+        os.unlink(f"/dev/shm/{link_name}.cameras")
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -3,12 +3,13 @@ import dataclasses
 import io
 import math
 import os
+import signal
 import threading
 import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
@@ -21,7 +22,9 @@ from deploy.graph.description import resolve
 from deploy.graph.runner import GraphRunner, child_environment
 from deploy.nodes.common import SENSOR_QOS
 from deploy.nodes.conversions import chunk_to_msg, pose_from_msg
-from harness import wait_until
+from deploy.sim.link import default_link_name
+from deploy.sim.process import SimConfig, SimProcess
+from harness import remove_sim_link, wait_until
 
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])
 HOME_TCP = np.array([0.307, 0.0, 0.441])
@@ -204,4 +207,55 @@ def test_the_timer_runner_drives_the_arm_too(probe, domain_id):
     finally:
         runner.request_stop()
         thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def run_graph_in_thread(graph, domain_id):
+    """A GraphRunner on its own thread -> (runner, thread, output, result: [exit code once run() returned])."""
+    output = io.StringIO()
+    runner = GraphRunner(graph, child_environment(os.environ, domain_id), out=output, err=output)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(runner.run()), daemon=True)
+    thread.start()
+    return runner, thread, output, result
+
+
+def controller_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("[controller] ")]
+
+
+def test_a_killed_sim_stops_the_controller_and_the_graph(probe, domain_id):
+    """The sim process is killed under a running controller: the controller stops commanding, says ERROR on
+    /diagnostics naming the sim, exits non-zero with one line (no traceback), and the graph stops with it.
+    The sim runs outside the graph here (a SimProcess on the graph's link), so it is the controller's own
+    detection that stops the graph, not the sim node's exit."""
+    graph = resolve("robot", {"cameras": ""})
+    graph = dataclasses.replace(graph, nodes=tuple(n for n in graph.nodes if n.name != "sim"))
+    link_name = default_link_name()
+    sim = SimProcess(SimConfig(cameras=""), link_name)
+    runner, thread, output, result = run_graph_in_thread(graph, domain_id)
+    driver = Driver(probe)
+    try:
+        assert wait_until(lambda: len(driver.poses) > 20 and driver.diagnostics, timeout_s=90), output.getvalue()[-3000:]
+        assert driver.diagnostics[-1][1].status[0].level == DiagnosticStatus.OK
+        os.kill(sim.process.pid, signal.SIGKILL)
+        killed_s = time.monotonic()
+        errors = lambda: [s for _, a in driver.diagnostics for s in a.status if s.level == DiagnosticStatus.ERROR]
+        assert wait_until(lambda: errors(), timeout_s=30), output.getvalue()[-3000:]
+        assert "robot 'sim' lost: the sim on link" in errors()[0].message
+        assert errors()[0].values[[kv.key for kv in errors()[0].values].index("robot")].value == "lost"
+        thread.join(timeout=60)
+        assert result == [1], output.getvalue()[-3000:]  # the required controller exited non-zero
+        assert not [t for t, _ in driver.poses if t > killed_s + 5.0]  # no robot state after the loss
+        text = output.getvalue()
+        assert "required node 'controller' exited with code 2" in text, text[-3000:]
+        said = [line for line in controller_lines(text) if "error" in line.lower()]
+        assert len(said) == 1 and "stopped commanding" in said[0], controller_lines(text)
+        assert "Traceback" not in text, text[-3000:]
+    finally:
+        runner.request_stop()
+        thread.join(timeout=60)
+        if sim.process.is_alive():
+            sim.stop()
+        remove_sim_link(link_name)
     assert not thread.is_alive()

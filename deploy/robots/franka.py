@@ -23,17 +23,54 @@ far the model's TCP is from the robot's own `O_T_EE` (compare before trusting Ca
 """
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 
-from deploy.errors import ConfigError, DeployError, RobotConnectionError
+from deploy.errors import ConfigError, DeployError, PermanentRobotError, RobotConnectionError
 from deploy.robots.base import ARM_DOF, Capability, Robot, RobotState
 from deploy.robots.clock import RobotClockMapper
 
 FRANKA_HAND_MAX_WIDTH_M = 0.08
 GRIPPER_POLL_S = 0.1  # width read-back period while the gripper is idle
+DESK_PORT = 443  # Desk (https) answers whenever the control unit is up, with or without FCI
+
+
+def desk_answers(ip: str, timeout_s: float = 1.0) -> bool:
+    """Whether the robot's Desk web server accepts a TCP connection (the control unit is up)."""
+    try:
+        with socket.create_connection((ip, DESK_PORT), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def classify_connect_error(ip: str, error: Exception, is_realtime_error: bool,
+                           desk_up: Callable[[], bool]) -> DeployError:
+    """libfranka's start-up failure as an error that says whether retrying can help, and the fix.
+
+    Permanent (fail once): no real-time kernel (`RealtimeException`), a robot system version this pylibfranka
+    does not speak (`IncompatibleVersionException`: also a Panda/FER behind an FR3 library), and FCI off: libfranka
+    says "Connection to FCI refused" both for FCI off and for a robot (or simulator) not up yet, so a refusal
+    is permanent only when Desk answers on the same address. Anything else (timeouts, unreachable) is
+    transient and retried.
+    """
+    text = str(error)
+    where = f"Franka at {ip}"
+    if is_realtime_error or "realtime capabilities" in text:
+        return PermanentRobotError(f"{where}: {text} — run on a PREEMPT_RT kernel, or set realtime:=false "
+                                   "(robot_params.realtime: false; more jitter, fine for a first test)")
+    if "Incompatible library version" in text:
+        return PermanentRobotError(f"{where}: {text} — install the pylibfranka release that matches the robot "
+                                   "system version (Franka's compatibility table)")
+    if "Connection to FCI refused" in text and desk_up():
+        return PermanentRobotError(f"{where}: {text} — Desk answers but FCI does not: activate FCI in Desk "
+                                   "(and release the joint brakes)")
+    return RobotConnectionError(f"cannot reach {where}: {text} — is the robot powered on, its cable in, and FCI "
+                                "enabled in Desk?")
 
 
 def import_pylibfranka():
@@ -93,9 +130,8 @@ class FrankaRobot(Robot):
             self._control = self._robot.start_torque_control()
         except (RuntimeError, franka.FrankaException) as error:
             self._close_gripper()
-            hint = ("run on a PREEMPT_RT kernel or set realtime:=false" if isinstance(error, franka.RealtimeException)
-                    else "is FCI enabled and the robot unlocked?")
-            raise RobotConnectionError(f"cannot reach Franka at {self.ip}: {error} — {hint}") from None
+            raise classify_connect_error(self.ip, error, isinstance(error, franka.RealtimeException),
+                                         lambda: desk_answers(self.ip)) from None
 
     def _to_state(self, sample) -> RobotState:
         self._seq += 1
@@ -125,6 +161,9 @@ class FrankaRobot(Robot):
             sample, _ = self._control.readOnce()
         except (RuntimeError, self._franka.FrankaException) as error:
             self._control = None
+            if isinstance(error, self._franka.NetworkException):
+                raise DeployError(f"lost the connection to Franka at {self.ip}: {error} — is the robot powered "
+                                  "on and its cable in?") from None
             raise DeployError(f"Franka at {self.ip} stopped torque control: {error} — clear the reflex "
                               "(Desk or automatic error recovery) and restart the controller") from None
         self._state = self._to_state(sample)

@@ -9,7 +9,7 @@ import numpy as np
 from deploy.errors import RobotConnectionError
 from deploy.robots.base import Capability, Robot, RobotState
 from deploy.robots.mujoco_model import MujocoRobotModel
-from deploy.sim.link import LinkClient
+from deploy.sim.link import STALE_AFTER_S, LinkClient
 from deploy.sim.physics import GRIPPER_OPEN_WIDTH_M
 
 SPIN_BEFORE_SLEEP = 20  # polls before falling back to 50 µs sleeps (spinning starves DDS threads)
@@ -40,7 +40,9 @@ class SimRobot(Robot):
         return self._read()
 
     def wait_for_state(self, after_seq: int, timeout_s: float) -> RobotState | None:
-        """Block until the sim publishes a sample newer than `after_seq` (its 1 kHz clock paces the loop)."""
+        """Block until the sim publishes a sample newer than `after_seq` (its 1 kHz clock paces the loop).
+
+        Raises RobotConnectionError once the sim's heartbeat is older than STALE_AFTER_S (process gone)."""
         link = self._connected_link()
         deadline = time.monotonic() + timeout_s
         polls = 0
@@ -50,6 +52,9 @@ class SimRobot(Robot):
                 if state is not None and state.seq > after_seq:
                     return state
             if time.monotonic() > deadline:
+                if link.heartbeat_age_s() > STALE_AFTER_S:
+                    raise RobotConnectionError(f"the sim on link '{link.name}' stopped: no state for "
+                                               f"{link.heartbeat_age_s():.1f} s (sim process gone?)")
                 return None
             polls += 1
             if polls > SPIN_BEFORE_SLEEP:

@@ -9,9 +9,9 @@ import types
 import numpy as np
 import pytest
 
-from deploy.errors import ConfigError, DeployError, RobotConnectionError
+from deploy.errors import ConfigError, DeployError, PermanentRobotError, RobotConnectionError
 from deploy.robots.base import Capability
-from deploy.robots.franka import FrankaRobot
+from deploy.robots.franka import FrankaRobot, classify_connect_error
 from deploy.robots.mujoco_model import MujocoRobotModel
 from deploy.robots.registry import make_robot
 
@@ -224,8 +224,51 @@ def test_realtime_failure_names_the_realtime_fix(fake, model, monkeypatch):
         raise fake.RealtimeException("libfranka: unable to set realtime scheduling")
 
     monkeypatch.setattr(fake.Robot, "__init__", refuse)
-    with pytest.raises(RobotConnectionError, match="realtime:=false"):
+    with pytest.raises(PermanentRobotError, match="realtime:=false"):
         FrankaRobot("127.0.0.1", model=model).connect()
+
+
+# libfranka 0.21's own texts (network.cpp, robot_impl.cpp, control_loop.cpp); the live ones are raised by the real
+# pylibfranka against franky-sim in test_franka_sim.py.
+PERMANENT = {
+    "libfranka: Running kernel does not have realtime capabilities.": "realtime:=false",
+    ("libfranka: Incompatible library version (server version: 9, library version: 10). Please check "
+     "https://frankarobotics.github.io for system updates or choose a libfranka version that uses the server "
+     "version 9 from the table at https://frankarobotics.github.io/docs/libfranka/docs/"
+     "compatibility_with_images.html ."): "pylibfranka release",
+}
+TRANSIENT = (
+    "libfranka: Connection timeout. Please check your network connection or settings.",
+    "libfranka: Connection error: Net Exception: No route to host",
+    "libfranka: Connection to FCI refused. Please install FCI feature or enable FCI mode in Desk.",
+)
+
+
+@pytest.mark.parametrize("text", sorted(PERMANENT))
+def test_permanent_start_up_errors_fail_once_naming_the_fix(text):
+    error = classify_connect_error("172.16.0.2", RuntimeError(text), False, desk_up=lambda: False)
+    assert isinstance(error, PermanentRobotError) and not isinstance(error, RobotConnectionError)
+    assert str(error).startswith("Franka at 172.16.0.2: " + text) and PERMANENT[text] in str(error)
+
+
+@pytest.mark.parametrize("text", TRANSIENT)
+def test_transient_start_up_errors_are_retried(text):
+    error = classify_connect_error("172.16.0.2", RuntimeError(text), False, desk_up=lambda: False)
+    assert type(error) is RobotConnectionError and text in str(error)
+
+
+def test_a_refusal_while_desk_answers_means_fci_is_off():
+    error = classify_connect_error("172.16.0.2", RuntimeError(TRANSIENT[2]), False, desk_up=lambda: True)
+    assert isinstance(error, PermanentRobotError) and "activate FCI in Desk" in str(error)
+
+
+def test_a_lost_connection_during_control_says_so(fake, model):
+    robot = FrankaRobot("127.0.0.1", gripper=False, model=model)
+    robot.connect()
+    fake.control.fail_with = fake.NetworkException("libfranka: UDP receive: Timeout")
+    with pytest.raises(DeployError, match=r"lost the connection to Franka at 127\.0\.0\.1: libfranka: UDP receive"):
+        robot.wait_for_state(robot.read_state().seq, 0.01)
+    robot.stop()
 
 
 def _gripper_threads() -> set:

@@ -1,0 +1,179 @@
+"""Runs the control loop and judges its health, ROS-free: the node only publishes what `tick` and `health` give.
+
+The loop runs in its own thread paced by the robot's samples (`start`), or one tick per call from an executor
+timer (`step`). A robot that goes away (the backend raises, or no new sample for `robot_timeout_s`) is fatal:
+the runner stops commanding at once (`Robot.stop`: the arm's own controller holds or brakes), remembers the
+cause, and `health` turns ERROR naming it. The runner never restarts the loop: the node reports and exits,
+and a graph that requires the controller stops with it. A dead control loop inside a live process, with
+diagnostics still saying WARN, is the one failure mode this module exists to rule out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Callable, Sequence
+
+from deploy.control.chunks import CARTESIAN, JOINT
+from deploy.control.loop import ControlLoop, TickRecord, request_realtime_priority
+from deploy.errors import ConfigError, DeployError, RobotLostError
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic levels (the numbers of diagnostic_msgs/DiagnosticStatus)
+THREAD_WAIT_S = 0.05  # the thread's longest wait for one sample: how often it looks at the watchdog and stop
+SPACES = {"cartesian": CARTESIAN, "joint": JOINT}
+LOOP_RUNNERS = ("thread", "timer")
+
+
+@dataclasses.dataclass
+class ControllerConfig:
+    """The controller's own options (its ROS parameters without prefix)."""
+
+    robot: str = "sim"  # robot backend (sim|franka|ur|external); its options come as robot_params.<name>
+    action_space: str = "cartesian"  # chunks executed: cartesian (~/chunk) or joint (~/joint_chunk)
+    state_publish_rate_hz: float = 250.0  # /robot/joint_states (and /robot/ee_wrench) rate [Hz]
+    reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
+    realtime_priority: int = 0  # SCHED_FIFO priority of the control thread (0 = normal scheduling; on 2 loaded
+    # cores FIFO starved the DDS threads: /robot/joint_states fell from >100 to 20 Hz. Use it with spare cores.)
+    loop_runner: str = "thread"  # "thread": own thread paced by the robot's samples; "timer": an executor timer
+    # at the robot's period (measured worse in the whole graph: bench/graph_loop.py --runner, README)
+    connect_timeout_s: float = 60.0  # keep retrying the robot this long at start-up, then fail naming it [s]
+    robot_timeout_s: float = 3.0  # no new robot sample this long while running = robot lost: stop and exit [s]
+
+    def __post_init__(self):
+        if self.action_space not in SPACES:
+            raise ConfigError(f"action_space '{self.action_space}' (choose {'|'.join(SPACES)})")
+        if self.loop_runner not in LOOP_RUNNERS:
+            raise ConfigError(f"loop_runner '{self.loop_runner}' (choose {'|'.join(LOOP_RUNNERS)})")
+        for name, high in (("connect_timeout_s", 600.0), ("robot_timeout_s", 60.0)):
+            if not 0.0 < getattr(self, name) <= high:
+                raise ConfigError(f"{name} {getattr(self, name)} outside (0, {high:g}]")
+        for name in ("state_publish_rate_hz", "reference_publish_rate_hz"):
+            if not 1.0 <= getattr(self, name) <= 1000.0:
+                raise ConfigError(f"{name} {getattr(self, name)} outside [1, 1000]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """What the diagnostics say about the loop: level, one-line message, and key/value details."""
+
+    level: int
+    message: str
+    values: dict[str, str]
+    stamp_s: float  # robot-clock stamp of the latest tick (0 before any)
+
+
+class LoopRunner:
+    """Ticks `loop`, hands ticks to each output at its rate, and stops the robot for good when it goes away.
+
+    `outputs`: (rate_hz, callback) pairs; a callback gets every round(robot rate / rate_hz)-th tick record.
+    """
+
+    def __init__(self, loop: ControlLoop, robot_name: str, robot_timeout_s: float = 3.0,
+                 outputs: Sequence[tuple[float, Callable[[TickRecord], None]]] = (),
+                 clock: Callable[[], float] = time.monotonic):
+        self.loop = loop
+        self._outputs = [(max(1, round(1.0 / (loop.period_s * rate_hz))), callback) for rate_hz, callback in outputs]
+        self.robot_name = robot_name
+        self.robot_timeout_s = robot_timeout_s
+        self.lost_cause: str | None = None  # why the robot was given up; set once, never cleared
+        self.scheduling = "executor timer"  # what the thread's real-time priority request came to
+        self._clock = clock
+        self._last_sample_s: float | None = None  # host clock at the latest new sample (or the first step)
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
+
+    def start(self, realtime_priority: int = 0) -> None:
+        """Run the loop in its own thread (SCHED_FIFO at `realtime_priority` when > 0 and allowed)."""
+        self._running = True
+        self._thread = threading.Thread(target=self._run, args=(realtime_priority,), name="control_loop",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, realtime_priority: int) -> None:
+        self.scheduling = request_realtime_priority(realtime_priority)
+        while self._running and self.step(THREAD_WAIT_S):
+            pass
+
+    def step(self, wait_timeout_s: float = 0.0) -> bool:
+        """One tick (waiting up to `wait_timeout_s` for a sample); False once the robot is lost."""
+        if self.lost_cause is not None:
+            return False
+        samples_before = self.loop.stats.ticks
+        try:
+            record = self.loop.tick(wait_timeout_s)
+            if record is not None:
+                ticks = self.loop.stats.ticks
+                for every, callback in self._outputs:
+                    if ticks % every == 0:
+                        callback(record)
+        except DeployError as error:  # the backend's own words: reflex, link gone, connection lost
+            self._lose(str(error))
+            return False
+        except Exception as error:  # noqa: BLE001 -- a bug in the loop must stop the arm, not kill a thread
+            self._lose(f"control loop failed: {type(error).__name__}: {error}")
+            return False
+        now_s = self._clock()
+        if self._last_sample_s is None or self.loop.stats.ticks != samples_before:
+            self._last_sample_s = now_s
+        elif now_s - self._last_sample_s > self.robot_timeout_s:
+            self._lose(f"no sample from robot '{self.robot_name}' for {now_s - self._last_sample_s:.1f} s "
+                       f"(robot_timeout_s {self.robot_timeout_s:g})")
+            return False
+        return True
+
+    def _lose(self, cause: str) -> None:
+        self.lost_cause = f"robot '{self.robot_name}' lost: {cause}"
+        self._stop_robot()
+
+    def raise_if_lost(self) -> None:
+        if self.lost_cause is not None:
+            raise RobotLostError(f"{self.lost_cause} (the controller stopped commanding)")
+
+    def stop(self) -> None:
+        """Stop the thread, then the robot (idempotent)."""
+        self._running = False
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        self._stop_robot()
+
+    def _stop_robot(self) -> None:
+        with self._stop_lock:
+            try:
+                self.loop.robot.stop()
+            except Exception:  # noqa: BLE001 -- stopping a robot that is already gone must not raise
+                pass
+
+    def health(self) -> Health:
+        """Rate, deadlines, chunks and safety trips; ERROR once the robot is lost, WARN after a safety trip."""
+        loop = self.loop
+        tick = loop.last_tick
+        now_s = tick.state.stamp_s if tick is not None else 0.0
+        status = loop.chunk_status(now_s)
+        trip = loop.safety.last_trip_reason or ""
+        values = {**{k: f"{v:.3f}" for k, v in loop.stats.summary().items()},
+                  "missed_deadlines": str(loop.stats.missed_deadlines),
+                  "robot": "lost" if self.lost_cause else "ok", "scheduling": self.scheduling,
+                  "chunk_lag_s": f"{status.lag_s:.3f}", "chunks_received": str(status.chunks_received),
+                  "chunks_rejected": str(loop.rejected_chunks), "last_rejection": loop.last_rejection,
+                  "stiffness_scale": f"{tick.stiffness_scale:.2f}" if tick else "n/a",
+                  "last_trip": trip,
+                  **{f"trips.{k}": str(v) for k, v in loop.safety.trips.items()},
+                  "trips.bad_chunk": str(loop.rejected_chunks),
+                  "trips.ik_unreachable": str(loop.ik_unreachable)}
+        if self.lost_cause is not None:
+            return Health(ERROR, self.lost_cause, values, now_s)
+        return Health(WARN if trip else OK, trip or "ok", values, now_s)
+
+
+def apply_gain_changes(loop: ControlLoop, changes: dict[str, object]) -> None:
+    """Run-time gain changes ({"impedance.<field>": value, "joint_impedance.<field>": ...}), bounds-checked by
+    the config dataclasses, all or nothing: a bad value raises ConfigError naming it and changes nothing."""
+    updates = []
+    for law, prefix in ((loop.impedance, "impedance."), (loop.joint_impedance, "joint_impedance.")):
+        fields = {name.removeprefix(prefix): tuple(value) if isinstance(value, list) else value
+                  for name, value in changes.items() if name.startswith(prefix)}
+        if fields:
+            updates.append((law, law.config.with_updates(**fields)))
+    for law, config in updates:
+        law.set_config(config)
