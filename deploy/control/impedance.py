@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
+from deploy.control.linalg import matmul, matvec, psd_sqrt, spd_inverse
 from deploy.control.rotations import apply_local_rotvec_into, base_frame_error_into, local_rotvec_into
 from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, Dynamics, RobotModel
@@ -82,23 +83,22 @@ def _shape_torque(tau_active_nm, tau_active_previous_nm, tau_gravity_nm, add_gra
 
 @njit(nogil=True, cache=True)
 def _task_space_inertia_from_inverse(jacobian, mass_inverse):
-    mobility = jacobian @ mass_inverse @ jacobian.T  # (6, 6)
+    mobility = matmul(matmul(jacobian, mass_inverse), jacobian.T)  # (6, 6)
     for i in range(6):
         mobility[i, i] += _TASK_INERTIA_REGULARISATION
-    return np.linalg.inv(mobility)
+    return spd_inverse(mobility)
 
 
 @njit(nogil=True, cache=True)
 def task_space_inertia(jacobian, mass_matrix):
     """(6, 6) Lambda = (J M^-1 J^T + eps I)^-1 [kg, kg m^2]."""
-    return _task_space_inertia_from_inverse(jacobian, np.linalg.inv(mass_matrix))
+    return _task_space_inertia_from_inverse(jacobian, spd_inverse(mass_matrix))
 
 
 @njit(nogil=True, cache=True)
 def task_space_damping(inertia, stiffness, ratio):
     """(6, 6) D = zeta (A K1 + K1 A), A = Lambda^(1/2), K1 = sqrt(diag stiffness)."""
-    eigenvalues, eigenvectors = np.linalg.eigh(inertia)
-    inertia_sqrt = (eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0))) @ eigenvectors.T
+    inertia_sqrt = psd_sqrt(inertia)
     stiffness_sqrt = np.sqrt(stiffness)
     damping = np.empty((6, 6))
     for i in range(6):
@@ -129,10 +129,10 @@ def _cartesian_torque(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, posi
     base_frame_error_into(quat_xyzw, filtered_quat_xyzw, error[3:])
     for i in range(3):
         error[i] = position_m[i] - filtered_position_m[i]
-    mass_inverse = np.linalg.inv(mass_matrix)  # (n, n)
+    mass_inverse = spd_inverse(mass_matrix)  # (n, n)
     inertia = _task_space_inertia_from_inverse(jacobian, mass_inverse)  # (6, 6)
     damping = task_space_damping(inertia, gains[:6], damping_ratio)  # (6, 6)
-    wrench = -(damping @ (jacobian @ dq_rad_s))  # (6,) [N; Nm]
+    wrench = -matvec(damping, matvec(jacobian, dq_rad_s))  # (6,) [N; Nm]
     for i in range(6):
         wrench[i] -= scale * gains[i] * min(max(error[i], -error_limit[i]), error_limit[i])  # reference limiting
     posture_pd = np.empty(n)
@@ -140,8 +140,8 @@ def _cartesian_torque(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, posi
         joint_damping = 2.0 * damping_ratio * np.sqrt(gains[6] * mass_matrix[i, i])
         posture_pd[i] = scale * gains[6] * (posture_q_rad[i] - q_rad[i]) - joint_damping * dq_rad_s[i]
     # N = I - J^T Lambda J M^-1: the dynamically consistent nullspace projector, applied to the posture PD.
-    tau_null_nm = posture_pd - jacobian.T @ (inertia @ (jacobian @ (mass_inverse @ posture_pd)))
-    tau_active_nm = jacobian.T @ wrench + tau_null_nm + tau_coriolis_nm + tau_extra_nm
+    tau_null_nm = posture_pd - matvec(jacobian.T, matvec(inertia, matvec(jacobian, matvec(mass_inverse, posture_pd))))
+    tau_active_nm = matvec(jacobian.T, wrench) + tau_null_nm + tau_coriolis_nm + tau_extra_nm
     return _shape_torque(tau_active_nm, tau_active_previous_nm, tau_gravity_nm, add_gravity, max_rate_nm_per_tick,
                          dt_s, torque_limits_nm)
 
