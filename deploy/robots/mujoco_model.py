@@ -10,17 +10,26 @@ from deploy.sim.scene import ARM_JOINTS, TCP_SITE, build_robot_model
 
 
 @njit(nogil=True, cache=True)
-def _gather(dof_idx, jac_pos, jac_rot, full_mass, xmat_quat_wxyz, jacobian, mass, quat_xyzw):
-    """Arm rows/columns of MuJoCo's (3, nv) Jacobians and (nv, nv) inertia; wxyz -> xyzw."""
+def _gather(dof_idx, site_xpos, site_quat_wxyz, jac_pos, jac_rot, full_mass, rne, out_position_m, out_quat_xyzw,
+            out_jacobian, out_mass, out_gravity_nm):
+    """The arm's share of MuJoCo's results: (3, nv) Jacobians, (nv, nv) inertia, (nv,) RNE; wxyz -> xyzw."""
     n = dof_idx.shape[0]
     for j in range(n):
         for i in range(3):
-            jacobian[i, j] = jac_pos[i, dof_idx[j]]
-            jacobian[3 + i, j] = jac_rot[i, dof_idx[j]]
+            out_jacobian[i, j] = jac_pos[i, dof_idx[j]]
+            out_jacobian[3 + i, j] = jac_rot[i, dof_idx[j]]
         for k in range(n):
-            mass[j, k] = full_mass[dof_idx[j], dof_idx[k]]
-    quat_xyzw[0], quat_xyzw[1], quat_xyzw[2], quat_xyzw[3] = (xmat_quat_wxyz[1], xmat_quat_wxyz[2],
-                                                              xmat_quat_wxyz[3], xmat_quat_wxyz[0])
+            out_mass[j, k] = full_mass[dof_idx[j], dof_idx[k]]
+        out_gravity_nm[j] = rne[dof_idx[j]]
+    out_position_m[:] = site_xpos
+    out_quat_xyzw[0], out_quat_xyzw[1], out_quat_xyzw[2], out_quat_xyzw[3] = (site_quat_wxyz[1], site_quat_wxyz[2],
+                                                                              site_quat_wxyz[3], site_quat_wxyz[0])
+
+
+@njit(nogil=True, cache=True)
+def _coriolis(dof_idx, rne, gravity_nm, out_coriolis_nm):
+    for j in range(dof_idx.shape[0]):
+        out_coriolis_nm[j] = rne[dof_idx[j]] - gravity_nm[j]
 
 
 class MujocoRobotModel(RobotModel):
@@ -46,9 +55,12 @@ class MujocoRobotModel(RobotModel):
                         and m.actuator_trnid[i, 0] in joint_ids]
         self._tau_limits = np.abs(m.actuator_ctrlrange[actuator_ids, 1]).copy()
         assert len(self._tau_limits) == ARM_DOF
-        self._qpos, self._qvel = d.qpos, d.qvel  # views on the MjData, taken once
+        first_qpos, first_dof = self._qpos_idx[0], self._dof_idx[0]
+        assert (np.diff(self._qpos_idx) == 1).all() and (np.diff(self._dof_idx) == 1).all(), "arm joints not consecutive"
+        # views on the MjData, taken once
+        self._arm_qpos, self._arm_qvel = d.qpos[first_qpos:first_qpos + ARM_DOF], d.qvel[first_dof:first_dof + ARM_DOF]
         self._site_xpos, self._site_xmat = d.site_xpos[self._site_id], d.site_xmat[self._site_id]
-        self._qvel[:] = 0.0
+        d.qvel[:] = 0.0
         self._q_key: bytes | None = None
         self._dq_key: bytes | None = None
         self._jac_pos = np.zeros((3, m.nv))
@@ -58,6 +70,7 @@ class MujocoRobotModel(RobotModel):
         self._quat_wxyz = np.zeros(4)
         n = len(self._dof_idx)
         self._out = Dynamics(np.zeros(3), np.zeros(4), np.zeros((6, n)), np.zeros((n, n)), np.zeros(n), np.zeros(n))
+        self.dynamics(np.zeros(n), np.ones(n))  # compiles (or loads from cache) its kernels now, not in a tick
 
     def _at(self, q_rad) -> None:
         """Position-dependent quantities at q (gravity at dq = 0), evaluated once per distinct q."""
@@ -66,8 +79,8 @@ class MujocoRobotModel(RobotModel):
         if key == self._q_key:
             return
         m, d, out = self._model, self._data, self._out
-        self._qpos[self._qpos_idx] = q
-        self._qvel[self._dof_idx] = 0.0
+        self._arm_qpos[:] = q
+        self._arm_qvel[:] = 0.0
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
         mujoco.mj_crb(m, d)
@@ -76,10 +89,8 @@ class MujocoRobotModel(RobotModel):
         mujoco.mj_comVel(m, d)  # rne reads the com velocities: zero here
         mujoco.mj_rne(m, d, 0, self._rne)  # gravity
         mujoco.mju_mat2Quat(self._quat_wxyz, self._site_xmat)
-        _gather(self._dof_idx, self._jac_pos, self._jac_rot, self._full_mass, self._quat_wxyz, out.jacobian,
-                out.mass_matrix, out.quat_xyzw)
-        out.position_m[:] = self._site_xpos
-        out.gravity_nm[:] = self._rne[self._dof_idx]
+        _gather(self._dof_idx, self._site_xpos, self._quat_wxyz, self._jac_pos, self._jac_rot, self._full_mass,
+                self._rne, out.position_m, out.quat_xyzw, out.jacobian, out.mass_matrix, out.gravity_nm)
         out.coriolis_nm[:] = 0.0
         self._q_key, self._dq_key = key, bytes(8 * len(self._dof_idx))  # coriolis at dq = 0 is zero
 
@@ -89,10 +100,10 @@ class MujocoRobotModel(RobotModel):
         key = dq.tobytes()
         if key == self._dq_key:
             return
-        self._qvel[self._dof_idx] = dq
+        self._arm_qvel[:] = dq
         mujoco.mj_comVel(self._model, self._data)
         mujoco.mj_rne(self._model, self._data, 0, self._rne)  # C(q, dq) dq + g, zero acceleration
-        np.subtract(self._rne[self._dof_idx], self._out.gravity_nm, out=self._out.coriolis_nm)
+        _coriolis(self._dof_idx, self._rne, self._out.gravity_nm, self._out.coriolis_nm)
         self._dq_key = key
 
     def dynamics(self, q_rad, dq_rad_s) -> Dynamics:
