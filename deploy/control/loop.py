@@ -230,7 +230,7 @@ class ControlLoop:
             self.executor.hold(np.array([*start, self._gripper_width_m]))
             self.executor.writer_changed()
         tau_sent_nm, joint_target_sent_rad = self._command(state, reference, safe_q_rad, safe.stiffness_scale)
-        if candidate is not None and np.isfinite(candidate[-1]):
+        if candidate is not None and math.isfinite(candidate[-1]):
             self._gripper_width_m = float(candidate[-1])
         self.robot.command_gripper(self._gripper_width_m)
         self.last_tick = TickRecord(state, reference[0], reference[1], safe.stiffness_scale, tau_sent_nm,
