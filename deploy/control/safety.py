@@ -249,7 +249,7 @@ class SafetyLayer:
         """
         try:
             dt_s = self._advance(now_s)
-            measured = self._pose_or_none(measured_pose)
+            measured = self._pose_or_none(measured_pose) if self._pose is None or self._estop_pending else None
             if self._pose is None or (self._estop_pending and measured is not None):
                 if measured is None:
                     raise ValueError("measured_pose is not a finite (position (3,), quat (4,)) pair")
