@@ -287,3 +287,12 @@ def request_realtime_priority(priority: int) -> str:
     except (PermissionError, OSError) as error:
         return f"normal scheduling: SCHED_FIFO {priority} refused ({error.strerror}); expect more jitter"
     return f"SCHED_FIFO priority {priority}"
+
+
+def compile_tick_kernels() -> None:
+    """Compile (or load from numba's on-disk cache) every kernel a torque tick runs, by building a loop on an
+    unconnected sim robot. `scripts/run setup` calls it once: compiling from scratch costs ~21 s of CPU, which a
+    fresh machine's first controller start would otherwise spend before its first tick."""
+    from deploy.robots.sim import SimRobot
+
+    ControlLoop(SimRobot(), ChunkExecutorConfig(), CartesianImpedanceConfig(), SafetyConfig())
