@@ -5,9 +5,9 @@
 Prints the tick rate on the robot clock, p99 tick-period jitter, missed-deadline %, the tick's compute time
 (sample received -> torque sent; p50 / p99 / max, wall and thread CPU; and the loop's own LoopStats p99), and
 the cold start: how long building the ControlLoop took (it compiles or loads the numba kernels) and the slowest
-of the first 100 ticks (a JIT compile landing in a tick would show there). With `--chunk-rate` > 0 a second thread offers 16-point
-Cartesian chunks (a slow circle, stamped `--delay` s in the past, `--chunk-rate` per second of robot time) the
-way the node's subscription callback does, so the compute time includes splicing them.
+of the first 100 ticks (a JIT compile landing in a tick would show there). With `--chunk-rate` > 0 a second thread
+offers 16-point Cartesian chunks (a slow circle, stamped `--delay` s in the past, `--chunk-rate` per second of
+robot time) the way the node's subscription callback does, so the compute time includes splicing them.
 """
 from __future__ import annotations
 

@@ -132,7 +132,8 @@ def _clamp_and_limit_pose(pose, candidate, dt_s, workspace_min_m, workspace_max_
         flags |= _ORIENTATION
         apply_local_rotvec_into(nominal_quat_xyzw, offset * (max_orientation_error_rad / angle_rad), target[3:])
     step_m = target[:3] - pose[:3]
-    distance_m, max_distance_m = math.sqrt(step_m[0] ** 2 + step_m[1] ** 2 + step_m[2] ** 2), max_tcp_speed_m_per_s * dt_s
+    distance_m = math.sqrt(step_m[0] ** 2 + step_m[1] ** 2 + step_m[2] ** 2)
+    max_distance_m = max_tcp_speed_m_per_s * dt_s
     step_rad = np.empty(3)
     local_rotvec_into(pose[3:], target[3:], step_rad)  # in the previous TCP frame
     angle_rad = math.sqrt(step_rad[0] ** 2 + step_rad[1] ** 2 + step_rad[2] ** 2)
@@ -180,7 +181,8 @@ class SafetyLayer:
         self._estopped = False
         self._estop_pending = False  # snap to the measured pose on the next tick
         self._pose: np.ndarray | None = None  # (7,) last safe [position; quat xyzw]
-        self._workspace_min_m, self._workspace_max_m = np.array(config.workspace_min_m), np.array(config.workspace_max_m)
+        self._workspace_min_m = np.array(config.workspace_min_m)
+        self._workspace_max_m = np.array(config.workspace_max_m)
         self._nominal_quat_xyzw = np.array(config.nominal_quat_xyzw)
         _warm_up()
         self._q_rad: np.ndarray | None = None  # last safe joint reference

@@ -5,6 +5,7 @@ import mujoco
 import numpy as np
 from numba import njit
 
+from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, Dynamics, RobotModel
 from deploy.sim.scene import ARM_JOINTS, TCP_SITE, build_robot_model
 
@@ -56,7 +57,8 @@ class MujocoRobotModel(RobotModel):
         self._tau_limits = np.abs(m.actuator_ctrlrange[actuator_ids, 1]).copy()
         assert len(self._tau_limits) == ARM_DOF
         first_qpos, first_dof = self._qpos_idx[0], self._dof_idx[0]
-        assert (np.diff(self._qpos_idx) == 1).all() and (np.diff(self._dof_idx) == 1).all(), "arm joints not consecutive"
+        if not ((np.diff(self._qpos_idx) == 1).all() and (np.diff(self._dof_idx) == 1).all()):
+            raise ConfigError(f"MujocoRobotModel needs the arm joints {ARM_JOINTS} consecutive in the MJCF")
         # views on the MjData, taken once
         self._arm_qpos, self._arm_qvel = d.qpos[first_qpos:first_qpos + ARM_DOF], d.qvel[first_dof:first_dof + ARM_DOF]
         self._site_xpos, self._site_xmat = d.site_xpos[self._site_id], d.site_xmat[self._site_id]
