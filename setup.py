@@ -11,6 +11,7 @@ CORE_REQUIRES = [
     "numpy==2.4.6",
     "scipy==1.17.1",
     "mujoco==4.0.0",
+    "numba==0.68.1",  # the 1 kHz tick's kernels (impedance law, safety filter, plan sampling), GIL released
     "pyyaml==6.0.3",
     "safetensors==0.8.0",
     "torch==2.13.0",

@@ -2,10 +2,12 @@
 
     python bench/control_loop.py [--seconds 10] [--mode realtime|lockstep] [--chunk-rate 10] [--delay 0.15]
 
-Prints the tick rate on the robot clock, p99 tick-period jitter, missed-deadline %, and the tick's compute time
-(sample received -> torque sent; p50 / p99 / max). With `--chunk-rate` > 0 a second thread offers 16-point
-Cartesian chunks (a slow circle, stamped `--delay` s in the past, `--chunk-rate` per second of robot time) the
-way the node's subscription callback does, so the compute time includes splicing them.
+Prints the tick rate on the robot clock, p99 tick-period jitter, missed-deadline %, the tick's compute time
+(sample received -> torque sent; p50 / p99 / max, wall and thread CPU; and the loop's own LoopStats p99), and
+the cold start: how long building the ControlLoop took (it compiles or loads the numba kernels) and the slowest
+of the first 100 ticks (a JIT compile landing in a tick would show there). With `--chunk-rate` > 0 a second thread
+offers 16-point Cartesian chunks (a slow circle, stamped `--delay` s in the past, `--chunk-rate` per second of
+robot time) the way the node's subscription callback does, so the compute time includes splicing them.
 """
 from __future__ import annotations
 
@@ -71,7 +73,9 @@ def main() -> None:
     sim_robot = SimRobot(sim.link_name)
     connect_when_up(sim_robot.connect)
     robot = _TimedRobot(sim_robot)
+    built_s = time.perf_counter()
     loop = ControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True), SafetyConfig())
+    built_s = time.perf_counter() - built_s
     stop = threading.Event()
     offerer = threading.Thread(target=_offer_chunks, args=(loop, args.chunk_rate, args.delay, stop), daemon=True)
     if args.chunk_rate > 0:
@@ -97,6 +101,8 @@ def main() -> None:
           f"chunks spliced={chunks}  load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"rate {stats['rate_hz']:.0f} Hz (robot clock)  jitter p99 {stats['jitter_p99_ms']:.2f} ms  "
           f"missed deadlines {stats['missed_deadline_pct']:.1f} %")
+    print(f"cold start: ControlLoop built in {built_s:.2f} s; first 100 ticks max wall {max(compute_ms[:100]):.3f} ms")
+    print(f"LoopStats tick compute p99 (last 5000 ticks) {stats['tick_p99_ms']:.3f} ms")
     for name, values in (("tick wall", compute_ms), ("tick CPU", cpu_ms), ("splicing ticks, wall", splice_ms)):
         values = np.array(values) if values else np.zeros(1)
         print(f"{name}: p50 {np.percentile(values, 50):.3f} ms  p99 {np.percentile(values, 99):.3f} ms  "

@@ -5,10 +5,10 @@ scipy.spatial.transform (Slerp, RotationSpline, Rotation.mean); every other comp
 """
 from __future__ import annotations
 
-import bisect
 import math
 
 import numpy as np
+from numba import njit
 from scipy.interpolate import CubicSpline, make_interp_spline
 from scipy.spatial.transform import Rotation, RotationSpline, Slerp
 
@@ -128,6 +128,34 @@ def dense_grid(start_s: float, knot_times_s: np.ndarray, end_s: float, dt_s: flo
     return np.concatenate((bounds[seg] + span[seg] * sub / n[seg], bounds[-1:]))
 
 
+@njit(nogil=True, cache=True)
+def _sample_plan(times_s, values, slopes, t_s, quat_start, quat_stop, out):
+    """out (A,) = the plan at t_s: held before the first and after the last grid time, else a lerp between
+    grid points with the quaternion columns [quat_start, quat_stop) renormalised (quat_start < 0: none)."""
+    i = np.searchsorted(times_s, t_s, side="right")
+    if i == 0 or i == times_s.shape[0]:
+        out[:] = values[i - 1 if i else 0]
+        return
+    frac = (t_s - times_s[i - 1]) / (times_s[i] - times_s[i - 1])
+    for a in range(values.shape[1]):
+        out[a] = values[i - 1, a] + frac * slopes[i - 1, a]
+    if quat_start >= 0:
+        norm = 0.0
+        for a in range(quat_start, quat_stop):
+            norm += out[a] * out[a]
+        norm = math.sqrt(norm)
+        for a in range(quat_start, quat_stop):
+            out[a] /= norm
+
+
+@njit(nogil=True, cache=True)
+def _sample_plan_many(times_s, values, slopes, ts_s, quat_start, quat_stop):
+    out = np.empty((ts_s.shape[0], values.shape[1]))
+    for k in range(ts_s.shape[0]):
+        _sample_plan(times_s, values, slopes, ts_s[k], quat_start, quat_stop, out[k])
+    return out
+
+
 class DensePlan:
     """A reference precomputed on a ≤ 1 ms grid, so sampling at 1 kHz is a bisect plus one lerp.
 
@@ -141,8 +169,8 @@ class DensePlan:
         self.fade_end_s = fade_end_s  # until then the plan still fades in from the one before it
         self.knot_times_s, self.knot_values = knot_times_s, knot_values  # (K,), (K, A)
         self.quat = quat
-        self._times_list = times_s.tolist()
         self._slopes = np.diff(values, axis=0)  # (N-1, A) per-interval increments
+        self._quat_columns = (quat.start, quat.stop) if quat is not None else (-1, -1)
 
     @classmethod
     def constant(cls, value: np.ndarray, quat: slice | None) -> "DensePlan":
@@ -152,32 +180,24 @@ class DensePlan:
 
     @property
     def end_s(self) -> float:
-        return self._times_list[-1]
+        return float(self.times_s[-1])
 
     def sample(self, t_s: float) -> np.ndarray:
-        """(A,) at t_s; held before the start and after the end."""
-        i = bisect.bisect_right(self._times_list, t_s)
-        if i == 0 or i == len(self._times_list):
-            return self.values[i - 1 if i else 0].copy()
-        t0 = self._times_list[i - 1]
-        out = self.values[i - 1] + ((t_s - t0) / (self._times_list[i] - t0)) * self._slopes[i - 1]
-        if self.quat is not None:
-            q = out[self.quat]
-            out[self.quat] = q / np.sqrt(q @ q)
+        """(A,) at t_s; held before the start and after the end (compiled: this runs in every control tick)."""
+        out = np.empty(self.values.shape[1])
+        _sample_plan(self.times_s, self.values, self._slopes, t_s, *self._quat_columns, out)
         return out
 
     def sample_many(self, times_s: np.ndarray) -> np.ndarray:
         """(N,) → (N, A), same rule as `sample`."""
-        if len(self.times_s) == 1:
-            return np.repeat(self.values, len(times_s), axis=0)
-        i = np.clip(np.searchsorted(self.times_s, times_s, side="right"), 1, len(self.times_s) - 1)
-        t0, t1 = self.times_s[i - 1], self.times_s[i]
-        frac = np.clip((times_s - t0) / (t1 - t0), 0.0, 1.0)
-        out = self.values[i - 1] + frac[:, None] * self._slopes[i - 1]
-        if self.quat is not None:
-            q = out[:, self.quat]
-            out[:, self.quat] = q / np.linalg.norm(q, axis=1, keepdims=True)
-        return out
+        return _sample_plan_many(self.times_s, self.values, self._slopes, np.asarray(times_s, dtype=float),
+                                 *self._quat_columns)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the sampling kernels now, not in the first control tick."""
+    plan = DensePlan(np.array([0.0, 1.0]), np.ones((2, 5)), np.empty(0), np.empty((0, 5)), slice(1, 5))
+    plan.sample(0.5), plan.sample_many(np.array([0.5]))
 
 
 def build_plan(

@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from deploy.control.blending import INTERPOLATIONS, DensePlan, Interpolant, build_plan, weighted_mean
+from deploy.control.blending import INTERPOLATIONS, DensePlan, Interpolant, build_plan, warm_up, weighted_mean
 from deploy.errors import ConfigError, DeployError
 
 STRATEGIES = ("replace", "temporal_ensemble", "weighted_merge", "rtc_frozen_prefix")
@@ -171,7 +171,7 @@ class Splice:
 class ChunkExecutor:
     """Turns a stream of chunks into a reference sampled at 1 kHz; never waits, never reads a clock.
 
-    `sample` is a bisect and a lerp on a plan precomputed when a chunk is spliced. Measured on this machine
+    `sample` is a compiled bisect and lerp on a plan precomputed when a chunk is spliced. Measured on this machine
     (2-core Debian, Python 3.11, bench/chunk_smoothness.py): median 2.4 µs per call for JOINT, 5.0 µs for
     CARTESIAN (p99 < 7 µs); splicing a 0.5 s, 25-point chunk costs 1–1.6 ms (JOINT) and 3–6 ms (CARTESIAN),
     so a control loop `prepare`s it in another thread and only `commit`s (swaps references) in its tick.
@@ -184,6 +184,7 @@ class ChunkExecutor:
         self._generation = 0
         self._glide_next = False
         self.reset()
+        warm_up()
 
     def reset(self, reference: np.ndarray | None = None) -> None:
         """Forget every chunk and counter; hold `reference` if given, else sample() returns None."""

@@ -4,6 +4,10 @@ Safety ideas from SERL / CRISP: the pose error is clipped per axis *before* the 
 so the commanded force stays bounded however stiff the gains are; the torque change per tick is capped; the
 target and the gains are low-pass filtered, so coarse references and run-time gain changes never step.
 Per-tick rates are defined for a 1 ms tick and rescaled by the actual `dt_s`.
+
+Each law is one compiled kernel (numba, GIL released, cached on disk and compiled when a law is built, not in
+the first tick): the model's quantities and the law's filter states go in as preallocated arrays, so a tick is
+one call instead of some fifty interpreted numpy operations on 3-7 element arrays.
 """
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ import dataclasses
 from typing import ClassVar
 
 import numpy as np
+from numba import njit
 
-from deploy.control import rotations
+from deploy.control.linalg import matmul, matvec, psd_sqrt, spd_inverse
+from deploy.control.rotations import apply_local_rotvec_into, base_frame_error_into, local_rotvec_into
 from deploy.errors import ConfigError
-from deploy.robots.base import ARM_DOF, RobotModel
+from deploy.robots.base import ARM_DOF, Dynamics, RobotModel
 
 TICK_S = 0.001  # the tick the *_per_tick fields are defined for
 PANDA_HOME_Q_RAD = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
@@ -54,31 +60,111 @@ class BoundedConfig:
         return dataclasses.replace(self, **changes)
 
 
+@njit(nogil=True, cache=True)
 def _per_tick_rate(coefficient: float, dt_s: float) -> float:
     """First-order filter coefficient defined per 1 ms tick, converted to a step of `dt_s`."""
     return 1.0 - (1.0 - coefficient) ** (max(dt_s, 0.0) / TICK_S)
 
 
-def _joint_damping(stiffness: np.ndarray, mass_matrix: np.ndarray, ratio: float) -> np.ndarray:
-    """(7,) D_i = 2 zeta sqrt(K_i M_ii): critical damping of each joint against its own diagonal inertia."""
-    return 2.0 * ratio * np.sqrt(stiffness * np.diag(mass_matrix))
+@njit(nogil=True, cache=True)
+def _shape_torque(tau_active_nm, tau_active_previous_nm, tau_gravity_nm, add_gravity, max_rate_nm_per_tick, dt_s,
+                  torque_limits_nm):
+    """Torque-rate limiting of the active torque (state `tau_active_previous_nm` (n,) updated in place) and
+    clipping of the total (+ gravity if `add_gravity`); shared by both laws. Returns a new (n,) array."""
+    max_step_nm = max_rate_nm_per_tick * max(dt_s, 0.0) / TICK_S
+    out = np.empty_like(tau_active_nm)
+    for i in range(tau_active_nm.shape[0]):
+        step_nm = min(max(tau_active_nm[i] - tau_active_previous_nm[i], -max_step_nm), max_step_nm)
+        tau_active_previous_nm[i] += step_nm
+        total_nm = tau_active_previous_nm[i] + (tau_gravity_nm[i] if add_gravity else 0.0)
+        out[i] = min(max(total_nm, -torque_limits_nm[i]), torque_limits_nm[i])
+    return out
 
 
-class _TorqueShaper:
-    """Torque-rate limiting of the active torque and clipping of the total; shared by both laws."""
+@njit(nogil=True, cache=True)
+def _task_space_inertia_from_inverse(jacobian, mass_inverse):
+    mobility = matmul(matmul(jacobian, mass_inverse), jacobian.T)  # (6, 6)
+    for i in range(6):
+        mobility[i, i] += _TASK_INERTIA_REGULARISATION
+    return spd_inverse(mobility)
 
-    def __init__(self) -> None:
-        self._tau_active_previous_nm = np.zeros(ARM_DOF)
 
-    def reset(self, tau_active_nm: np.ndarray | None) -> None:
-        self._tau_active_previous_nm = (np.zeros(ARM_DOF) if tau_active_nm is None
-                                        else np.asarray(tau_active_nm, dtype=float).copy())
+@njit(nogil=True, cache=True)
+def task_space_inertia(jacobian, mass_matrix):
+    """(6, 6) Lambda = (J M^-1 J^T + eps I)^-1 [kg, kg m^2]."""
+    return _task_space_inertia_from_inverse(jacobian, spd_inverse(mass_matrix))
 
-    def shape(self, tau_active_nm, tau_gravity_nm, max_rate_nm_per_tick, dt_s, torque_limits_nm) -> np.ndarray:
-        max_step_nm = max_rate_nm_per_tick * max(dt_s, 0.0) / TICK_S
-        step_nm = np.clip(tau_active_nm - self._tau_active_previous_nm, -max_step_nm, max_step_nm)
-        self._tau_active_previous_nm = self._tau_active_previous_nm + step_nm
-        return np.clip(self._tau_active_previous_nm + tau_gravity_nm, -torque_limits_nm, torque_limits_nm)
+
+@njit(nogil=True, cache=True)
+def task_space_damping(inertia, stiffness, ratio):
+    """(6, 6) D = zeta (A K1 + K1 A), A = Lambda^(1/2), K1 = sqrt(diag stiffness)."""
+    inertia_sqrt = psd_sqrt(inertia)
+    stiffness_sqrt = np.sqrt(stiffness)
+    damping = np.empty((6, 6))
+    for i in range(6):
+        for j in range(6):
+            damping[i, j] = ratio * inertia_sqrt[i, j] * (stiffness_sqrt[i] + stiffness_sqrt[j])
+    return damping
+
+
+@njit(nogil=True, cache=True)
+def _cartesian_torque(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, position_m, quat_xyzw, jacobian,
+                      mass_matrix, tau_gravity_nm, tau_coriolis_nm, tau_extra_nm, torque_limits_nm,
+                      config_gains, error_limit, posture_q_rad, damping_ratio, target_filter_per_tick,
+                      gain_filter_per_tick, max_rate_nm_per_tick, add_gravity, filtered_position_m,
+                      filtered_quat_xyzw, gains, tau_active_previous_nm, dt_s, stiffness_scale):
+    """The Cartesian law (see CartesianImpedance); updates the filter states (the last four arrays) in place."""
+    n = q_rad.shape[0]
+    alpha = _per_tick_rate(target_filter_per_tick, dt_s)
+    step = np.empty(3)
+    local_rotvec_into(filtered_quat_xyzw, target_quat_xyzw, step)
+    for i in range(3):
+        filtered_position_m[i] += alpha * (target_position_m[i] - filtered_position_m[i])
+        step[i] *= alpha
+    apply_local_rotvec_into(filtered_quat_xyzw, step, filtered_quat_xyzw)
+    gains += _per_tick_rate(gain_filter_per_tick, dt_s) * (config_gains - gains)
+    scale = min(max(stiffness_scale, 0.0), 1.0)
+
+    error = np.empty(6)  # current - target in the base frame: [position; rotation vector of R R_target^-1]
+    base_frame_error_into(quat_xyzw, filtered_quat_xyzw, error[3:])
+    for i in range(3):
+        error[i] = position_m[i] - filtered_position_m[i]
+    mass_inverse = spd_inverse(mass_matrix)  # (n, n)
+    inertia = _task_space_inertia_from_inverse(jacobian, mass_inverse)  # (6, 6)
+    damping = task_space_damping(inertia, gains[:6], damping_ratio)  # (6, 6)
+    wrench = -matvec(damping, matvec(jacobian, dq_rad_s))  # (6,) [N; Nm]
+    for i in range(6):
+        wrench[i] -= scale * gains[i] * min(max(error[i], -error_limit[i]), error_limit[i])  # reference limiting
+    posture_pd = np.empty(n)
+    for i in range(n):
+        joint_damping = 2.0 * damping_ratio * np.sqrt(gains[6] * mass_matrix[i, i])
+        posture_pd[i] = scale * gains[6] * (posture_q_rad[i] - q_rad[i]) - joint_damping * dq_rad_s[i]
+    # N = I - J^T Lambda J M^-1: the dynamically consistent nullspace projector, applied to the posture PD.
+    tau_null_nm = posture_pd - matvec(jacobian.T, matvec(inertia, matvec(jacobian, matvec(mass_inverse, posture_pd))))
+    tau_active_nm = matvec(jacobian.T, wrench) + tau_null_nm + tau_coriolis_nm + tau_extra_nm
+    return _shape_torque(tau_active_nm, tau_active_previous_nm, tau_gravity_nm, add_gravity, max_rate_nm_per_tick,
+                         dt_s, torque_limits_nm)
+
+
+@njit(nogil=True, cache=True)
+def _joint_torque(q_rad, dq_rad_s, target_q_rad, mass_matrix, tau_gravity_nm, tau_coriolis_nm, tau_extra_nm,
+                  torque_limits_nm, config_stiffness, error_limit, damping_ratio, target_filter_per_tick,
+                  gain_filter_per_tick, max_rate_nm_per_tick, add_gravity, filtered_q_rad, stiffness,
+                  tau_active_previous_nm, dt_s, stiffness_scale):
+    """The joint law (see JointImpedance); updates the filter states (the last three arrays) in place."""
+    alpha_target = _per_tick_rate(target_filter_per_tick, dt_s)
+    alpha_gain = _per_tick_rate(gain_filter_per_tick, dt_s)
+    scale = min(max(stiffness_scale, 0.0), 1.0)
+    tau_active_nm = np.empty(q_rad.shape[0])
+    for i in range(q_rad.shape[0]):
+        filtered_q_rad[i] += alpha_target * (target_q_rad[i] - filtered_q_rad[i])
+        stiffness[i] += alpha_gain * (config_stiffness[i] - stiffness[i])
+        error_rad = min(max(filtered_q_rad[i] - q_rad[i], -error_limit[i]), error_limit[i])
+        joint_damping = 2.0 * damping_ratio * np.sqrt(stiffness[i] * mass_matrix[i, i])  # vs. its own inertia
+        tau_active_nm[i] = (scale * stiffness[i] * error_rad - joint_damping * dq_rad_s[i] + tau_coriolis_nm[i]
+                            + tau_extra_nm[i])
+    return _shape_torque(tau_active_nm, tau_active_previous_nm, tau_gravity_nm, add_gravity, max_rate_nm_per_tick,
+                         dt_s, torque_limits_nm)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,26 +207,6 @@ class CartesianImpedanceConfig(BoundedConfig):
     }
 
 
-def pose_error_in_base(position_m, quat_xyzw, target_position_m, target_quat_xyzw) -> np.ndarray:
-    """(6,) [position error; rotation vector of R R_target^-1], both current-minus-target in the base frame."""
-    return np.concatenate([np.asarray(position_m) - target_position_m,
-                           rotations.base_frame_error(quat_xyzw, target_quat_xyzw)])
-
-
-def task_space_inertia(jacobian: np.ndarray, mass_matrix: np.ndarray) -> np.ndarray:
-    """(6, 6) Lambda = (J M^-1 J^T + eps I)^-1 [kg, kg m^2]."""
-    mobility = jacobian @ np.linalg.solve(mass_matrix, jacobian.T)  # (6, 6)
-    return np.linalg.inv(mobility + _TASK_INERTIA_REGULARISATION * np.eye(6))
-
-
-def task_space_damping(inertia: np.ndarray, stiffness: np.ndarray, ratio: float) -> np.ndarray:
-    """(6, 6) D = zeta (A K1 + K1 A), A = Lambda^(1/2), K1 = sqrt(diag stiffness)."""
-    eigenvalues, eigenvectors = np.linalg.eigh(inertia)
-    inertia_sqrt = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
-    stiffness_sqrt = np.diag(np.sqrt(stiffness))
-    return ratio * (inertia_sqrt @ stiffness_sqrt + stiffness_sqrt @ inertia_sqrt)
-
-
 class CartesianImpedance:
     """tau = J^T(-K e_clipped - D J dq) + N (posture PD) + coriolis [+ gravity], rate-limited and clipped.
 
@@ -149,38 +215,29 @@ class CartesianImpedance:
     """
 
     def __init__(self, config: CartesianImpedanceConfig | None = None):
-        self.config = config or CartesianImpedanceConfig()
-        self._shaper = _TorqueShaper()
-        self._gains = self._config_gains()
-        self._target_position_m: np.ndarray | None = None
-        self._target_quat_xyzw: np.ndarray | None = None
-
-    def _config_gains(self) -> np.ndarray:
-        """(7,) [translational (3), rotational (3), nullspace] stiffness, the quantities the gain filter moves."""
-        c = self.config
-        return np.array([*c.translational_stiffness_n_per_m, *c.rotational_stiffness_nm_per_rad,
-                         c.nullspace_stiffness_nm_per_rad])
+        self.set_config(config or CartesianImpedanceConfig())
+        self._tau_active_previous_nm = np.zeros(ARM_DOF)
+        self._gains = self._config_gains.copy()
+        self._target_position_m, self._target_quat_xyzw = np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
+        self._target_set = False
+        self._no_extra_nm = np.zeros(ARM_DOF)
+        _warm_up()
 
     def set_config(self, config: CartesianImpedanceConfig) -> None:
         """Take new gains/limits; stiffnesses glide there through the gain filter."""
         self.config = config
+        # (7,) [translational (3), rotational (3), nullspace] stiffness, the quantities the gain filter moves
+        self._config_gains = np.array([*config.translational_stiffness_n_per_m, *config.rotational_stiffness_nm_per_rad,
+                                       config.nullspace_stiffness_nm_per_rad])
+        self._error_limit = np.array([*config.max_translational_error_m, *config.max_rotational_error_rad])
+        self._posture_q_rad = np.array(config.posture_q_rad)
 
     def reset(self, tau_active_nm: np.ndarray | None = None) -> None:
         """Restart filters; rate limiting starts from `tau_active_nm` (7,) [Nm] (last command minus gravity, or 0)."""
-        self._shaper.reset(tau_active_nm)
-        self._gains = self._config_gains()
-        self._target_position_m = None
-        self._target_quat_xyzw = None
-
-    def _filter_target(self, target_position_m, target_quat_xyzw, dt_s: float) -> None:
-        if self._target_position_m is None:
-            self._target_position_m = np.asarray(target_position_m, dtype=float).copy()
-            self._target_quat_xyzw = np.asarray(target_quat_xyzw, dtype=float).copy()
-            return
-        alpha = _per_tick_rate(self.config.target_filter_per_tick, dt_s)
-        self._target_position_m += alpha * (np.asarray(target_position_m) - self._target_position_m)
-        step = rotations.local_rotvec(self._target_quat_xyzw, target_quat_xyzw)
-        self._target_quat_xyzw = rotations.apply_local_rotvec(self._target_quat_xyzw, alpha * step)
+        self._tau_active_previous_nm = (np.zeros(ARM_DOF) if tau_active_nm is None
+                                        else np.array(tau_active_nm, dtype=float))
+        self._gains = self._config_gains.copy()
+        self._target_set = False
 
     def compute(self, q_rad, dq_rad_s, target_position_m, target_quat_xyzw, model: RobotModel, dt_s: float,
                 stiffness_scale: float = 1.0, tau_extra_nm: np.ndarray | None = None) -> np.ndarray:
@@ -191,33 +248,19 @@ class CartesianImpedance:
         """
         c = self.config
         q_rad, dq_rad_s = np.asarray(q_rad, dtype=float), np.asarray(dq_rad_s, dtype=float)
-        self._filter_target(target_position_m, target_quat_xyzw, dt_s)
-        self._gains += _per_tick_rate(c.gain_filter_per_tick, dt_s) * (self._config_gains() - self._gains)
-        scale = float(np.clip(stiffness_scale, 0.0, 1.0))
-
-        position_m, quat_xyzw = model.ee_pose(q_rad)
-        jacobian = model.jacobian(q_rad)  # (6, 7)
-        mass_matrix = model.mass_matrix(q_rad)  # (7, 7)
-        tau_gravity_nm = model.bias_torque(q_rad, np.zeros(ARM_DOF))
-        tau_coriolis_nm = model.bias_torque(q_rad, dq_rad_s) - tau_gravity_nm
-
-        error = pose_error_in_base(position_m, quat_xyzw, self._target_position_m, self._target_quat_xyzw)
-        error_limit = np.array([*c.max_translational_error_m, *c.max_rotational_error_rad])
-        error_clipped = np.clip(error, -error_limit, error_limit)  # (6,) reference limiting
-        inertia = task_space_inertia(jacobian, mass_matrix)  # (6, 6)
-        damping = task_space_damping(inertia, self._gains[:6], c.damping_ratio)  # (6, 6)
-        wrench = -scale * self._gains[:6] * error_clipped - damping @ (jacobian @ dq_rad_s)  # (6,) [N; Nm]
-        tau_task_nm = jacobian.T @ wrench
-
-        stiffness_null = self._gains[6] * np.ones(ARM_DOF)
-        posture_pd = (scale * stiffness_null * (np.asarray(c.posture_q_rad) - q_rad)
-                      - _joint_damping(stiffness_null, mass_matrix, c.damping_ratio) * dq_rad_s)
-        projector = np.eye(ARM_DOF) - jacobian.T @ inertia @ jacobian @ np.linalg.inv(mass_matrix)  # (7, 7)
-        tau_active_nm = tau_task_nm + projector @ posture_pd + tau_coriolis_nm
-        if tau_extra_nm is not None:
-            tau_active_nm = tau_active_nm + tau_extra_nm
-        return self._shaper.shape(tau_active_nm, tau_gravity_nm if c.add_gravity else 0.0,
-                                  c.max_torque_rate_nm_per_tick, dt_s, model.torque_limits_nm)
+        target_position_m = np.asarray(target_position_m, dtype=float)
+        target_quat_xyzw = np.asarray(target_quat_xyzw, dtype=float)
+        if not self._target_set:  # the filter starts at the first target
+            self._target_position_m[:], self._target_quat_xyzw[:] = target_position_m, target_quat_xyzw
+            self._target_set = True
+        d: Dynamics = model.dynamics(q_rad, dq_rad_s)
+        return _cartesian_torque(
+            q_rad, dq_rad_s, target_position_m, target_quat_xyzw, d.position_m, d.quat_xyzw, d.jacobian,
+            d.mass_matrix, d.gravity_nm, d.coriolis_nm, self._no_extra_nm if tau_extra_nm is None else tau_extra_nm,
+            model.torque_limits_nm, self._config_gains, self._error_limit, self._posture_q_rad, c.damping_ratio,
+            c.target_filter_per_tick, c.gain_filter_per_tick, c.max_torque_rate_nm_per_tick, c.add_gravity,
+            self._target_position_m, self._target_quat_xyzw, self._gains, self._tau_active_previous_nm,
+            float(dt_s), float(stiffness_scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,20 +291,26 @@ class JointImpedance:
     """tau = K clip(q_d - q) - D dq + coriolis [+ gravity], rate-limited and clipped."""
 
     def __init__(self, config: JointImpedanceConfig | None = None):
-        self.config = config or JointImpedanceConfig()
-        self._shaper = _TorqueShaper()
-        self._stiffness = np.array(self.config.stiffness_nm_per_rad)
-        self._target_q_rad: np.ndarray | None = None
+        self.set_config(config or JointImpedanceConfig())
+        self._tau_active_previous_nm = np.zeros(ARM_DOF)
+        self._stiffness = self._config_stiffness.copy()
+        self._target_q_rad = np.zeros(ARM_DOF)
+        self._target_set = False
+        self._no_extra_nm = np.zeros(ARM_DOF)
+        _warm_up()
 
     def set_config(self, config: JointImpedanceConfig) -> None:
         """Take new gains/limits; stiffnesses glide there through the gain filter."""
         self.config = config
+        self._config_stiffness = np.array(config.stiffness_nm_per_rad)
+        self._error_limit = np.array(config.max_joint_error_rad)
 
     def reset(self, tau_active_nm: np.ndarray | None = None) -> None:
         """Restart filters; rate limiting starts from `tau_active_nm` (7,) [Nm] (last command minus gravity, or 0)."""
-        self._shaper.reset(tau_active_nm)
-        self._stiffness = np.array(self.config.stiffness_nm_per_rad)
-        self._target_q_rad = None
+        self._tau_active_previous_nm = (np.zeros(ARM_DOF) if tau_active_nm is None
+                                        else np.array(tau_active_nm, dtype=float))
+        self._stiffness = self._config_stiffness.copy()
+        self._target_set = False
 
     def compute(self, q_rad, dq_rad_s, target_q_rad, model: RobotModel, dt_s: float,
                 stiffness_scale: float = 1.0, tau_extra_nm: np.ndarray | None = None) -> np.ndarray:
@@ -269,21 +318,32 @@ class JointImpedance:
         `tau_extra_nm` as in CartesianImpedance.compute."""
         c = self.config
         q_rad, dq_rad_s = np.asarray(q_rad, dtype=float), np.asarray(dq_rad_s, dtype=float)
-        if self._target_q_rad is None:
-            self._target_q_rad = np.asarray(target_q_rad, dtype=float).copy()
-        else:
-            self._target_q_rad += _per_tick_rate(c.target_filter_per_tick, dt_s) * (target_q_rad - self._target_q_rad)
-        self._stiffness += _per_tick_rate(c.gain_filter_per_tick, dt_s) * (c.stiffness_nm_per_rad - self._stiffness)
-        scale = float(np.clip(stiffness_scale, 0.0, 1.0))
+        target_q_rad = np.asarray(target_q_rad, dtype=float)
+        if not self._target_set:
+            self._target_q_rad[:] = target_q_rad
+            self._target_set = True
+        d: Dynamics = model.dynamics(q_rad, dq_rad_s)
+        return _joint_torque(
+            q_rad, dq_rad_s, target_q_rad, d.mass_matrix, d.gravity_nm, d.coriolis_nm,
+            self._no_extra_nm if tau_extra_nm is None else tau_extra_nm, model.torque_limits_nm,
+            self._config_stiffness, self._error_limit, c.damping_ratio, c.target_filter_per_tick,
+            c.gain_filter_per_tick, c.max_torque_rate_nm_per_tick, c.add_gravity, self._target_q_rad,
+            self._stiffness, self._tau_active_previous_nm, float(dt_s), float(stiffness_scale))
 
-        mass_matrix = model.mass_matrix(q_rad)
-        tau_gravity_nm = model.bias_torque(q_rad, np.zeros(ARM_DOF))
-        tau_coriolis_nm = model.bias_torque(q_rad, dq_rad_s) - tau_gravity_nm
-        error_limit = np.asarray(c.max_joint_error_rad)
-        error_rad = np.clip(self._target_q_rad - q_rad, -error_limit, error_limit)
-        tau_active_nm = (scale * self._stiffness * error_rad
-                         - _joint_damping(self._stiffness, mass_matrix, c.damping_ratio) * dq_rad_s + tau_coriolis_nm)
-        if tau_extra_nm is not None:
-            tau_active_nm = tau_active_nm + tau_extra_nm
-        return self._shaper.shape(tau_active_nm, tau_gravity_nm if c.add_gravity else 0.0,
-                                  c.max_torque_rate_nm_per_tick, dt_s, model.torque_limits_nm)
+
+def _warm_up() -> None:
+    """Compile (or load from numba's on-disk cache) both laws now, at construction, on arguments of the tick's
+    types, so no JIT compilation lands in the first 1 kHz ticks. A no-op once done in this process."""
+    if _warm_up.done:
+        return
+    n, eye = ARM_DOF, np.eye(ARM_DOF)
+    jacobian, zeros, quat = np.ones((6, n)), np.zeros(n), np.array([0.0, 0.0, 0.0, 1.0])
+    _cartesian_torque(zeros, zeros, np.zeros(3), quat, np.zeros(3), quat, jacobian, eye, zeros, zeros, zeros,
+                      np.ones(n), np.ones(n), np.ones(6), zeros, 1.0, 0.1, 0.005, 1.0, False, np.zeros(3),
+                      quat.copy(), np.ones(n), np.zeros(n), 0.001, 1.0)
+    _joint_torque(zeros, zeros, zeros, eye, zeros, zeros, zeros, np.ones(n), np.ones(n), np.ones(n), 1.0, 0.1,
+                  0.005, 1.0, False, np.zeros(n), np.ones(n), np.zeros(n), 0.001, 1.0)
+    _warm_up.done = True
+
+
+_warm_up.done = False

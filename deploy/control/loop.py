@@ -230,7 +230,7 @@ class ControlLoop:
             self.executor.hold(np.array([*start, self._gripper_width_m]))
             self.executor.writer_changed()
         tau_sent_nm, joint_target_sent_rad = self._command(state, reference, safe_q_rad, safe.stiffness_scale)
-        if candidate is not None and np.isfinite(candidate[-1]):
+        if candidate is not None and math.isfinite(candidate[-1]):
             self._gripper_width_m = float(candidate[-1])
         self.robot.command_gripper(self._gripper_width_m)
         self.last_tick = TickRecord(state, reference[0], reference[1], safe.stiffness_scale, tau_sent_nm,
@@ -287,3 +287,12 @@ def request_realtime_priority(priority: int) -> str:
     except (PermissionError, OSError) as error:
         return f"normal scheduling: SCHED_FIFO {priority} refused ({error.strerror}); expect more jitter"
     return f"SCHED_FIFO priority {priority}"
+
+
+def compile_tick_kernels() -> None:
+    """Compile (or load from numba's on-disk cache) every kernel a torque tick runs, by building a loop on an
+    unconnected sim robot. `scripts/run setup` calls it once: compiling from scratch costs ~21 s of CPU, which a
+    fresh machine's first controller start would otherwise spend before its first tick."""
+    from deploy.robots.sim import SimRobot
+
+    ControlLoop(SimRobot(), ChunkExecutorConfig(), CartesianImpedanceConfig(), SafetyConfig())

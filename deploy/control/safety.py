@@ -15,12 +15,14 @@ is commanded; the controller's torque-rate limit smooths the drop), then the sti
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import numpy as np
+from numba import njit
 from scipy.spatial.transform import Rotation
 
-from deploy.control import rotations
+from deploy.control.rotations import apply_local_rotvec_into, local_rotvec_into
 from deploy.control.impedance import BoundedConfig
 from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, RobotModel
@@ -97,6 +99,72 @@ def _finite(array, shape: tuple[int, ...]) -> np.ndarray | None:
     return array.copy() if array.shape == shape and np.all(np.isfinite(array)) else None
 
 
+_WORKSPACE, _ORIENTATION, _SPEED = 1, 2, 4  # bits of the Cartesian kernel's trip flags
+
+
+@njit(nogil=True, cache=True)
+def _unit_pose(position_m, quat_xyzw, pose):
+    """pose (7,) = [position; unit quaternion]; False (pose untouched) if not finite or the quaternion is ~0."""
+    norm = math.sqrt(quat_xyzw[0] ** 2 + quat_xyzw[1] ** 2 + quat_xyzw[2] ** 2 + quat_xyzw[3] ** 2)
+    if not (np.isfinite(norm) and norm >= 1e-6 and np.isfinite(position_m).all()):
+        return False
+    pose[:3] = position_m
+    pose[3:] = quat_xyzw / norm
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _clamp_and_limit_pose(pose, candidate, dt_s, workspace_min_m, workspace_max_m, nominal_quat_xyzw,
+                          max_orientation_error_rad, max_tcp_speed_m_per_s, max_angular_speed_rad_per_s):
+    """Move the safe pose (7,) in place towards `candidate` (7,): clamped into the box and the orientation cone,
+    then speed-limited from where it is. Returns the trip bits (_WORKSPACE | _ORIENTATION | _SPEED)."""
+    flags = 0
+    target = candidate.copy()
+    for i in range(3):
+        clamped = min(max(candidate[i], workspace_min_m[i]), workspace_max_m[i])
+        if clamped != candidate[i]:
+            flags |= _WORKSPACE
+        target[i] = clamped
+    offset = np.empty(3)
+    local_rotvec_into(nominal_quat_xyzw, candidate[3:], offset)  # in the nominal frame
+    angle_rad = math.sqrt(offset[0] ** 2 + offset[1] ** 2 + offset[2] ** 2)
+    if angle_rad > max_orientation_error_rad:
+        flags |= _ORIENTATION
+        apply_local_rotvec_into(nominal_quat_xyzw, offset * (max_orientation_error_rad / angle_rad), target[3:])
+    step_m = target[:3] - pose[:3]
+    distance_m = math.sqrt(step_m[0] ** 2 + step_m[1] ** 2 + step_m[2] ** 2)
+    max_distance_m = max_tcp_speed_m_per_s * dt_s
+    step_rad = np.empty(3)
+    local_rotvec_into(pose[3:], target[3:], step_rad)  # in the previous TCP frame
+    angle_rad = math.sqrt(step_rad[0] ** 2 + step_rad[1] ** 2 + step_rad[2] ** 2)
+    max_angle_rad = max_angular_speed_rad_per_s * dt_s
+    if distance_m > max_distance_m + 1e-12 or angle_rad > max_angle_rad + 1e-12:
+        flags |= _SPEED
+    if distance_m > max_distance_m:
+        step_m *= max_distance_m / distance_m
+    if angle_rad > max_angle_rad:
+        step_rad *= max_angle_rad / angle_rad
+    pose[:3] += step_m
+    apply_local_rotvec_into(pose[3:], step_rad, pose[3:])
+    return flags
+
+
+@njit(nogil=True, cache=True)
+def _joint_limit_torque(q_rad, limits_rad, margin_rad, gain_nm_per_rad, out):
+    """out (n,) [Nm] = spring pushing away from joint limits inside the margin. Returns -1 if q is not finite
+    (out undefined), 1 if some joint is inside its margin, else 0."""
+    inside = 0
+    for i in range(q_rad.shape[0]):
+        if not np.isfinite(q_rad[i]):
+            return -1
+        depth_low = max(limits_rad[i, 0] + margin_rad - q_rad[i], 0.0)
+        depth_high = max(q_rad[i] - (limits_rad[i, 1] - margin_rad), 0.0)
+        if depth_low + depth_high > 0.0:
+            inside = 1
+        out[i] = gain_nm_per_rad * (depth_low - depth_high)
+    return inside
+
+
 class SafetyLayer:
     """Filters references (Cartesian or joint), runs the chunk watchdog, shapes torques near limits."""
 
@@ -112,7 +180,11 @@ class SafetyLayer:
         self._held = False
         self._estopped = False
         self._estop_pending = False  # snap to the measured pose on the next tick
-        self._pose: tuple[np.ndarray, np.ndarray] | None = None  # last safe (position, quat)
+        self._pose: np.ndarray | None = None  # (7,) last safe [position; quat xyzw]
+        self._workspace_min_m = np.array(config.workspace_min_m)
+        self._workspace_max_m = np.array(config.workspace_max_m)
+        self._nominal_quat_xyzw = np.array(config.nominal_quat_xyzw)
+        _warm_up()
         self._q_rad: np.ndarray | None = None  # last safe joint reference
 
     # ----- trips and commands ------------------------------------------------------------------------------
@@ -153,9 +225,9 @@ class SafetyLayer:
     def _advance(self, now_s: float) -> float:
         """Step the clock and the stiffness slew; returns dt [s] for the speed limit (0 on the first tick)."""
         now_s = float(now_s)
-        if not np.isfinite(now_s):
+        if not math.isfinite(now_s):
             raise ValueError(f"now_s={now_s} is not finite")
-        dt_s = 0.0 if self._now_s is None else float(np.clip(now_s - self._now_s, 0.0, _MAX_STEP_S))
+        dt_s = 0.0 if self._now_s is None else min(max(now_s - self._now_s, 0.0), _MAX_STEP_S)
         self._now_s = now_s if self._now_s is None else max(now_s, self._now_s)
         c = self.config
         self._flag("stale_chunk", self.stale)
@@ -164,8 +236,7 @@ class SafetyLayer:
             target, rate = c.soft_stiffness_scale, (1.0 - c.soft_stiffness_scale) / max(ramp_s, 1e-9)
         else:
             target, rate = 1.0, 1.0 / max(c.startup_ramp_s, 1e-9)
-        step = np.clip(target - self._stiffness_scale, -rate * dt_s, rate * dt_s)
-        self._stiffness_scale = float(self._stiffness_scale + step)
+        self._stiffness_scale += min(max(target - self._stiffness_scale, -rate * dt_s), rate * dt_s)
         return dt_s
 
     def _frozen(self) -> bool:
@@ -180,7 +251,7 @@ class SafetyLayer:
         """
         try:
             dt_s = self._advance(now_s)
-            measured = self._pose_or_none(measured_pose)
+            measured = self._pose_or_none(measured_pose) if self._pose is None or self._estop_pending else None
             if self._pose is None or (self._estop_pending and measured is not None):
                 if measured is None:
                     raise ValueError("measured_pose is not a finite (position (3,), quat (4,)) pair")
@@ -188,49 +259,32 @@ class SafetyLayer:
             pose = None if candidate is None else self._pose_or_none(candidate)
             self._flag("nan_reference", candidate is not None and pose is None)
             if pose is not None and not self._frozen():
-                self._pose = self._rate_limit_pose(*self._clamp_pose(*pose), dt_s)
+                c = self.config
+                flags = _clamp_and_limit_pose(self._pose, pose, dt_s, self._workspace_min_m, self._workspace_max_m,
+                                              self._nominal_quat_xyzw, c.max_orientation_error_rad,
+                                              c.max_tcp_speed_m_per_s, c.max_angular_speed_rad_per_s)
+                self._flag("workspace", bool(flags & _WORKSPACE))
+                self._flag("orientation", bool(flags & _ORIENTATION))
+                self._flag("speed", bool(flags & _SPEED))
             self._flag("internal_error", False)
         except Exception:  # noqa: BLE001 -- the control loop must never see an exception
             self._flag("internal_error", True)
         if self._pose is None:
             return None
-        return SafeReference(self._pose[0].copy(), self._pose[1].copy(), self._stiffness_scale)
+        return SafeReference(self._pose[:3].copy(), self._pose[3:].copy(), self._stiffness_scale)
 
     @staticmethod
-    def _pose_or_none(pose) -> tuple[np.ndarray, np.ndarray] | None:
+    def _pose_or_none(pose) -> np.ndarray | None:
+        """(7,) [position; unit quaternion] from a (position (3,), quat (4,)) pair, None if it is not one."""
         try:
             position_m, quat_xyzw = pose
+            position_m, quat_xyzw = np.asarray(position_m, dtype=float), np.asarray(quat_xyzw, dtype=float)
         except (TypeError, ValueError):
             return None
-        position_m, quat_xyzw = _finite(position_m, (3,)), _finite(quat_xyzw, (4,))
-        if position_m is None or quat_xyzw is None or np.linalg.norm(quat_xyzw) < 1e-6:
+        unit = np.empty(7)
+        if position_m.shape != (3,) or quat_xyzw.shape != (4,) or not _unit_pose(position_m, quat_xyzw, unit):
             return None
-        return position_m, quat_xyzw / np.linalg.norm(quat_xyzw)
-
-    def _clamp_pose(self, position_m: np.ndarray, quat_xyzw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c = self.config
-        clamped_m = np.clip(position_m, c.workspace_min_m, c.workspace_max_m)
-        self._flag("workspace", not np.array_equal(clamped_m, position_m))
-        offset = rotations.local_rotvec(c.nominal_quat_xyzw, quat_xyzw)  # in the nominal frame
-        angle_rad = np.linalg.norm(offset)
-        self._flag("orientation", angle_rad > c.max_orientation_error_rad)
-        if angle_rad > c.max_orientation_error_rad:
-            quat_xyzw = rotations.apply_local_rotvec(c.nominal_quat_xyzw, offset * c.max_orientation_error_rad / angle_rad)
-        return clamped_m, quat_xyzw
-
-    def _rate_limit_pose(self, position_m, quat_xyzw, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
-        c = self.config
-        previous_m, previous_xyzw = self._pose
-        step_m = position_m - previous_m
-        distance_m, max_distance_m = np.linalg.norm(step_m), c.max_tcp_speed_m_per_s * dt_s
-        step_rad = rotations.local_rotvec(previous_xyzw, quat_xyzw)  # in the previous TCP frame
-        angle_rad, max_angle_rad = np.linalg.norm(step_rad), c.max_angular_speed_rad_per_s * dt_s
-        self._flag("speed", distance_m > max_distance_m + 1e-12 or angle_rad > max_angle_rad + 1e-12)
-        if distance_m > max_distance_m:
-            step_m = step_m * max_distance_m / distance_m
-        if angle_rad > max_angle_rad:
-            step_rad = step_rad * max_angle_rad / angle_rad
-        return previous_m + step_m, rotations.apply_local_rotvec(previous_xyzw, step_rad)
+        return unit
 
     # ----- joint references ---------------------------------------------------------------------------------
     def filter_joint_reference(self, candidate_q_rad, now_s: float, measured_q_rad) -> SafeJointReference | None:
@@ -287,14 +341,14 @@ class SafetyLayer:
     def joint_limit_torque(self, q_rad) -> np.ndarray:
         """(7,) [Nm] spring pushing away from joint limits inside the margin; zero elsewhere."""
         try:
-            c, limits = self.config, self._model.joint_limits_rad
-            q_rad = _finite(q_rad, (ARM_DOF,))
-            if q_rad is None:
+            c = self.config
+            q_rad, tau_nm = np.asarray(q_rad, dtype=float), np.empty(ARM_DOF)
+            inside = (_joint_limit_torque(q_rad, self._model.joint_limits_rad, c.joint_limit_margin_rad,
+                                          c.joint_limit_gain_nm_per_rad, tau_nm) if q_rad.shape == (ARM_DOF,) else -1)
+            if inside < 0:
                 raise ValueError("q_rad is not a finite (7,) vector")
-            depth_low = np.maximum(limits[:, 0] + c.joint_limit_margin_rad - q_rad, 0.0)
-            depth_high = np.maximum(q_rad - (limits[:, 1] - c.joint_limit_margin_rad), 0.0)
-            self._flag("joint_limit_repulsion", bool(np.any(depth_low + depth_high > 0.0)))
-            return c.joint_limit_gain_nm_per_rad * (depth_low - depth_high)
+            self._flag("joint_limit_repulsion", inside == 1)
+            return tau_nm
         except Exception:  # noqa: BLE001
             self._flag("internal_error", True)
             return np.zeros(ARM_DOF)
@@ -324,3 +378,17 @@ class SafetyLayer:
         except Exception:  # noqa: BLE001
             self._flag("internal_error", True)
             return compensation
+
+
+def _warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels at construction, never in the first ticks."""
+    if _warm_up.done:
+        return
+    pose, quat = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, 1.0])
+    _unit_pose(np.zeros(3), quat, pose.copy())
+    _clamp_and_limit_pose(pose, pose.copy(), 0.001, -np.ones(3), np.ones(3), quat, 1.0, 1.0, 1.0)
+    _joint_limit_torque(np.zeros(ARM_DOF), np.ones((ARM_DOF, 2)), 0.1, 1.0, np.empty(ARM_DOF))
+    _warm_up.done = True
+
+
+_warm_up.done = False

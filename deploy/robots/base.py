@@ -55,8 +55,27 @@ class TopicBridge:
     gripper_joint: str  # the JointState entry holding the gripper width [m] (absent: width unknown)
 
 
+@dataclasses.dataclass
+class Dynamics:
+    """What one torque tick needs of the model at (q, dq). A model may hand out the same arrays again at the
+    next call (no per-tick allocation): read them before asking again."""
+
+    position_m: np.ndarray  # (3,) TCP in the base frame
+    quat_xyzw: np.ndarray  # (4,)
+    jacobian: np.ndarray  # (6, dof) [linear; angular]
+    mass_matrix: np.ndarray  # (dof, dof) [kg m^2]
+    gravity_nm: np.ndarray  # (dof,)
+    coriolis_nm: np.ndarray  # (dof,) C(q, dq) dq
+
+
 class RobotModel(abc.ABC):
     """Kinematics and dynamics of the arm (libfranka's model library, or MuJoCo for the sim)."""
+
+    def dynamics(self, q_rad: np.ndarray, dq_rad_s: np.ndarray) -> Dynamics:
+        """Everything a torque tick needs at (q, dq); models on the 1 kHz path override it with one evaluation."""
+        gravity_nm = self.bias_torque(q_rad, np.zeros_like(q_rad))
+        return Dynamics(*self.ee_pose(q_rad), self.jacobian(q_rad), self.mass_matrix(q_rad), gravity_nm,
+                        self.bias_torque(q_rad, dq_rad_s) - gravity_nm)
 
     @property
     def dof(self) -> int:

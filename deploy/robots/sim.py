@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from numba import njit
 
 from deploy.errors import RobotConnectionError
 from deploy.robots.base import Capability, Robot, RobotState
@@ -13,6 +14,15 @@ from deploy.sim.link import STALE_AFTER_S, LinkClient
 from deploy.sim.physics import GRIPPER_OPEN_WIDTH_M
 
 SPIN_BEFORE_SLEEP = 20  # polls before falling back to 50 µs sleeps (spinning starves DDS threads)
+
+
+@njit(nogil=True, cache=True)
+def _finite_clipped(tau_nm, limits_nm):
+    """NaN -> 0, everything else clipped to +-limits: what the link may carry to the sim."""
+    out = np.empty(tau_nm.shape[0])
+    for i in range(tau_nm.shape[0]):
+        out[i] = 0.0 if np.isnan(tau_nm[i]) else min(max(tau_nm[i], -limits_nm[i]), limits_nm[i])
+    return out
 
 
 class SimRobot(Robot):
@@ -24,6 +34,7 @@ class SimRobot(Robot):
         self._link: LinkClient | None = None
         self._latest: RobotState | None = None
         self._gripper_width_m = GRIPPER_OPEN_WIDTH_M
+        _finite_clipped(np.zeros(len(self.model.torque_limits_nm)), self.model.torque_limits_nm)  # compile now
 
     def connect(self) -> None:
         self._link = LinkClient(self.link_name)
@@ -66,15 +77,14 @@ class SimRobot(Robot):
         return self._link
 
     def command_torque(self, tau_nm: np.ndarray) -> np.ndarray:
-        limits = self.model.torque_limits_nm
-        sent = np.clip(np.nan_to_num(np.asarray(tau_nm, dtype=float), nan=0.0), -limits, limits)
+        sent = _finite_clipped(np.asarray(tau_nm, dtype=float), self.model.torque_limits_nm)
         answers = self._latest.seq if self._latest is not None else 0
         self._connected_link().write_command(answers, sent, self._gripper_width_m)
         return sent
 
     def command_gripper(self, width_m: float) -> float:
         """Takes effect with the next torque command (both travel in one link message)."""
-        self._gripper_width_m = float(np.clip(width_m, 0.0, GRIPPER_OPEN_WIDTH_M))
+        self._gripper_width_m = min(max(float(width_m), 0.0), GRIPPER_OPEN_WIDTH_M)
         return self._gripper_width_m
 
     def stop(self) -> None:

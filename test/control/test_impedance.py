@@ -181,3 +181,65 @@ def test_closed_loop_mujoco_reaches_target_and_complies(model):
     assert displaced[-1][0][0] == pytest.approx(10.0 / stiffness_n_per_m, rel=0.2)
     released = run(1500)
     assert np.linalg.norm(released[-1][0]) < 0.002 and released[-1][1] < np.radians(1.0)
+
+
+def _cartesian_law_oracle(q, dq, target_m, target_xyzw, model, config, scale, tau_extra_nm):
+    """The law written in plain numpy/scipy from its definition (test oracle only): one unfiltered tick."""
+    position_m, quat_xyzw = model.ee_pose(q)
+    jacobian, mass = model.jacobian(q), model.mass_matrix(q)
+    gravity = model.bias_torque(q, np.zeros(7))
+    coriolis = model.bias_torque(q, dq) - gravity
+    rotation_error = (Rotation.from_quat(quat_xyzw) * Rotation.from_quat(target_xyzw).inv()).as_rotvec()
+    error = np.concatenate([position_m - target_m, rotation_error])
+    limit = np.array([*config.max_translational_error_m, *config.max_rotational_error_rad])
+    stiffness = np.array([*config.translational_stiffness_n_per_m, *config.rotational_stiffness_nm_per_rad])
+    inertia = np.linalg.inv(jacobian @ np.linalg.inv(mass) @ jacobian.T + 1e-4 * np.eye(6))
+    w, v = np.linalg.eigh(inertia)
+    inertia_sqrt = (v * np.sqrt(w)) @ v.T
+    k_sqrt = np.diag(np.sqrt(stiffness))
+    damping = config.damping_ratio * (inertia_sqrt @ k_sqrt + k_sqrt @ inertia_sqrt)
+    wrench = -scale * stiffness * np.clip(error, -limit, limit) - damping @ jacobian @ dq
+    k_null = config.nullspace_stiffness_nm_per_rad
+    posture = (scale * k_null * (np.array(config.posture_q_rad) - q)
+               - 2 * config.damping_ratio * np.sqrt(k_null * np.diag(mass)) * dq)
+    projector = np.eye(7) - jacobian.T @ inertia @ jacobian @ np.linalg.inv(mass)
+    tau = jacobian.T @ wrench + projector @ posture + coriolis + tau_extra_nm
+    return np.clip(tau + gravity, -model.torque_limits_nm, model.torque_limits_nm)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_cartesian_law_matches_a_numpy_oracle_with_every_term_active(model, seed):
+    rng = np.random.default_rng(seed)
+    q_rad = HOME_Q_RAD + 0.2 * rng.standard_normal(7)
+    dq_rad_s = 0.3 * rng.standard_normal(7)
+    position_m, quat_xyzw = model.ee_pose(q_rad)
+    target_m = position_m + rng.uniform(-0.08, 0.08, 3)  # beyond the 5 cm clip on some axes
+    target_xyzw = (Rotation.from_rotvec(rng.uniform(-0.4, 0.4, 3)) * Rotation.from_quat(quat_xyzw)).as_quat()
+    config = CartesianImpedanceConfig(
+        translational_stiffness_n_per_m=tuple(rng.uniform(200, 2000, 3)),
+        rotational_stiffness_nm_per_rad=tuple(rng.uniform(10, 100, 3)), damping_ratio=rng.uniform(0.5, 1.5),
+        nullspace_stiffness_nm_per_rad=rng.uniform(1, 30), posture_q_rad=tuple(HOME_Q_RAD + 0.3 * rng.standard_normal(7)),
+        target_filter_per_tick=1.0, gain_filter_per_tick=1.0, max_torque_rate_nm_per_tick=10.0, add_gravity=True)
+    scale, tau_extra_nm = rng.uniform(0.2, 1.0), rng.uniform(-1.0, 1.0, 7)
+    controller = CartesianImpedance(config)
+    controller.reset(_cartesian_law_oracle(q_rad, dq_rad_s, target_m, target_xyzw, model, config, scale, tau_extra_nm)
+                     - model.bias_torque(q_rad, np.zeros(7)))  # rate limiter already there: no step to limit
+    tau_nm = controller.compute(q_rad, dq_rad_s, target_m, target_xyzw, model, DT_S, stiffness_scale=scale,
+                                tau_extra_nm=tau_extra_nm)
+    expected_nm = _cartesian_law_oracle(q_rad, dq_rad_s, target_m, target_xyzw, model, config, scale, tau_extra_nm)
+    np.testing.assert_allclose(tau_nm, expected_nm, rtol=1e-9, atol=1e-9)
+
+
+def test_model_jacobian_matches_finite_differences_of_the_pose(model):
+    rng = np.random.default_rng(5)
+    q_rad = HOME_Q_RAD + 0.2 * rng.standard_normal(7)
+    jacobian = model.jacobian(q_rad)
+    position_m, quat_xyzw = model.ee_pose(q_rad)
+    step = 1e-7
+    for j in range(7):
+        q_next = q_rad.copy()
+        q_next[j] += step
+        position_next_m, quat_next = model.ee_pose(q_next)
+        np.testing.assert_allclose((position_next_m - position_m) / step, jacobian[:3, j], atol=1e-5)
+        angular = (Rotation.from_quat(quat_next) * Rotation.from_quat(quat_xyzw).inv()).as_rotvec() / step
+        np.testing.assert_allclose(angular, jacobian[3:, j], atol=1e-5)

@@ -42,3 +42,28 @@ def test_cached_dynamics_match_a_fresh_evaluation():
         full = np.zeros((reference.nv, reference.nv))
         mujoco.mj_fullM(reference, data, full)
         np.testing.assert_allclose(model.mass_matrix(q), full[:7, :7], atol=1e-9)
+
+
+def test_one_evaluation_per_tick_gives_what_the_four_queries_give():
+    """`dynamics` (one MuJoCo evaluation into reused arrays) against the interface's default built from the
+    four separate queries, and the TCP Jacobian against MuJoCo's full forward pass."""
+    from deploy.robots.base import RobotModel
+
+    model, reference = MujocoRobotModel(), scene.build_robot_model()
+    data = mujoco.MjData(reference)
+    site = reference.site(scene.TCP_SITE).id
+    rng = np.random.default_rng(3)
+    for q in random_configurations(5, seed=4):
+        dq = rng.normal(0, 1, 7)
+        fast = model.dynamics(q, dq)
+        fast = {name: getattr(fast, name).copy() for name in ("position_m", "quat_xyzw", "jacobian", "mass_matrix",
+                                                               "gravity_nm", "coriolis_nm")}
+        default = RobotModel.dynamics(MujocoRobotModel(), q, dq)
+        for name, value in fast.items():
+            np.testing.assert_allclose(value, getattr(default, name), atol=1e-12, err_msg=name)
+        data.qpos[:7], data.qvel[:] = q, 0.0
+        mujoco.mj_forward(reference, data)
+        jac_pos, jac_rot = np.zeros((3, reference.nv)), np.zeros((3, reference.nv))
+        mujoco.mj_jacSite(reference, data, jac_pos, jac_rot, site)
+        np.testing.assert_allclose(fast["jacobian"], np.vstack([jac_pos[:, :7], jac_rot[:, :7]]), atol=1e-9)
+        np.testing.assert_allclose(fast["gravity_nm"], data.qfrc_bias[:7], atol=1e-9)
