@@ -35,6 +35,19 @@ SAFETY_SPEED_CLIP_M_S = 0.5  # the measured TCP at a keyboard takeover: the oper
 # so the reference drops the arm's lag behind the circle and the arm settles there; a jump would be clipped here
 
 
+def interrupt_process(proc, reader):
+    """Ctrl-C a node process (its own session); SIGKILL its group if it has not stopped 15 s later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    reader.join(timeout=5)
+    return proc.returncode
+
+
 class NodeProcess:
     """One node of the sim graph as its own process (the graph's command line plus extra parameters)."""
 
@@ -54,15 +67,7 @@ class NodeProcess:
         return "\n".join(self.lines)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        return self.proc.returncode
+        return interrupt_process(self.proc, self._reader)
 
 
 @pytest.fixture
@@ -274,16 +279,9 @@ class Terminal:
         return "".join(self.chunks)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
+        code = interrupt_process(self.proc, self._reader)
         os.close(self.master)
-        return self.proc.returncode
+        return code
 
 
 @pytest.fixture
