@@ -38,10 +38,17 @@ ROS_WHEELS = [
     "ros-builtin-interfaces==2.3.0",
     "ros-rcl-interfaces==2.3.0",
 ]
-# mcap + mcap-ros2-support: the MCAP reader Foxglove is built on, to check our bags without rosbags
-TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "mcap==1.6.0", "mcap-ros2-support==0.6.0"]
+# mcap + mcap-ros2-support: the MCAP reader Foxglove is built on, to check our bags without rosbags.
+# colcon (core, ros, python-setup-py) builds the package as a distro user does (test/test_ros_package.py);
+# colcon-core needs setuptools < 80 and torch >= 77.0.3, hence its pin; the pytest plugins are colcon-core's own
+# requirements, pinned here (inactive unless their options are given).
+TEST_REQUIRES = ["pytest==9.2.0", "pytest-timeout==2.4.0", "mcap==1.6.0", "mcap-ros2-support==0.6.0",
+                 "colcon-core==0.21.3", "colcon-ros==0.5.0", "colcon-python-setup-py==0.2.9", "catkin-pkg==1.1.1",
+                 "setuptools==79.0.1", "pytest-cov==7.1.0", "pytest-repeat==0.9.4", "pytest-rerunfailures==16.7"]
 
-NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention", "frame_recorder", "recorder", "replay", "operator"]
+# Every node executable any graph starts (deploy/graph/description.py); test/test_ros_package.py checks.
+NODES = ["sim", "controller", "camera", "proprioception", "policy", "intervention", "frame_recorder", "recorder",
+         "replay", "operator", "episode", "learner"]
 OPERATORS = ["keyboard", "gamepad", "spacemouse"]  # `ros2 run deploy keyboard_operator` in the operator's terminal
 
 setup(
@@ -77,10 +84,9 @@ setup(
                     "teleop": ["pyspacemouse==2.1.0", "easyhid==0.0.10", "evdev==2.0.0"]},
     zip_safe=True,
     maintainer="deploy developers",
-    maintainer_email="deploy@localhost",
+    maintainer_email="deploy@example.com",
     description="Deploy learned manipulation policies on ROS 2 robot arms and improve them from corrections.",
     license="Apache-2.0",
-    tests_require=TEST_REQUIRES,
     entry_points={
         "console_scripts": [f"{name}_node = deploy.nodes.{name}_node:main" for name in NODES]
         + [f"{name}_operator = deploy.nodes.operator_node:{name}_main" for name in OPERATORS]

@@ -101,9 +101,6 @@ def reject_unknown_parameters(node: Node) -> None:
                           f"(known: {', '.join(sorted(node._parameters))})")
 
 
-_STOP_REQUESTED = threading.Event()
-
-
 class BackgroundSpin:
     """Spin a node of a private context on a thread, for code that drives the graph from its main thread (the
     episode runner, the test probe). close() stops the spinner before the node goes: rclpy livelocked, holding
@@ -129,22 +126,37 @@ class BackgroundSpin:
         rclpy.try_shutdown(context=self.context)
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    _STOP_REQUESTED.set()
-    raise KeyboardInterrupt
+class _StopSignals:
+    """SIGINT/SIGTERM as one stop request, however many arrive: `ros2 launch` signals every node at once and a
+    terminal's Ctrl-C reaches the whole group too, so a node commonly gets two SIGINTs (or SIGTERM, then SIGINT).
+    Only the first, and only while the node is still being built (maybe blocked connecting or loading a model),
+    unwinds with KeyboardInterrupt; once spinning the loop just sees the request within its 0.1 s wake-up, and a
+    later signal can no longer interrupt close() (it used to: a KeyboardInterrupt traceback and exit -2)."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self.interrupt = True
+
+    def __call__(self, signum, frame):
+        first = not self.requested.is_set()
+        self.requested.set()
+        if first and self.interrupt:
+            raise KeyboardInterrupt
 
 
 def run_node(make_node: Callable[[], Node], executor_cls=None, skip_teardown: bool = False) -> None:
-    """init -> build -> spin -> shutdown; a DeployError becomes one clear line and exit code 2.
+    """init -> build -> spin -> shutdown; a DeployError becomes one clear line and exit code 2; SIGINT/SIGTERM
+    (once or repeated) a clean stop with exit code 0.
 
     `skip_teardown`: after a clean stop (node closed, context shut down) exit at once. For torch nodes: the
     interpreter's own teardown then took ~5 s here (measured: close() done in 0.05 s, exit 5 s later), past
     the graph's stop grace."""
-    # Our own signal handling: SIGINT/SIGTERM unwind through `finally`, so the node stops its threads
-    # (close()) before the context goes down; rclpy's handler would invalidate publishers under them.
+    # Our own signal handling: the node stops its threads (close()) before the context goes down; rclpy's
+    # handler would invalidate publishers under them.
     rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)  # also when started with SIGINT ignored (a & job)
+    stop = _StopSignals()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a & job)
     node = None
     try:
         node = make_node()
@@ -153,7 +165,8 @@ def run_node(make_node: Callable[[], Node], executor_cls=None, skip_teardown: bo
         # a core at 100 % (rclpy 9.1.2). The 1 kHz loop runs in its own thread, not on the executor.
         executor = (executor_cls or SingleThreadedExecutor)()
         executor.add_node(node)
-        while node.context.ok():  # wake at least every 0.1 s so Ctrl-C is handled even with nothing to do
+        stop.interrupt = False
+        while node.context.ok() and not stop.requested.is_set():  # wake every 0.1 s to see a stop request
             executor.spin_once(timeout_sec=0.1)
     except DeployError as error:
         print(f"{sys.argv[0]}: error: {error}", file=sys.stderr, flush=True)
@@ -161,9 +174,10 @@ def run_node(make_node: Callable[[], Node], executor_cls=None, skip_teardown: bo
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError:  # the stop signal landed inside a pybind11 call (rclpy's take_message turns the
-        if not _STOP_REQUESTED.is_set():  # KeyboardInterrupt into "Unable to convert call argument"): a stop
+        if not stop.requested.is_set():  # KeyboardInterrupt into "Unable to convert call argument"): a stop
             raise
     finally:
+        stop.interrupt = False
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
@@ -171,6 +185,10 @@ def run_node(make_node: Callable[[], Node], executor_cls=None, skip_teardown: bo
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
+        # Stopped: later signals change nothing. Ignored, not left to our handler: the interpreter's teardown
+        # resets Python-handled signals to the default, and a SIGINT then killed the node (exit -2).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if skip_teardown:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -57,9 +57,14 @@ def step_shapes(horizon: int) -> dict[str, tuple[int, ...]]:
             "human_chunk_stamp_s": (), "human_action": (8,), "intervention": (), "success": ()}
 
 
+class EpisodeStopped(Exception):
+    """The node is closing: the thread driving episodes unwinds (the open episode is logged as interrupted)."""
+
+
 class EpisodeNode(Node):
     def __init__(self, cameras: tuple[str, ...], config: EpisodeConfig, horizon: int = 16, context=None):
         super().__init__("episodes", context=context)
+        self.stopping = threading.Event()  # set by close(); every wait of the episode loop watches it
         self.cameras, self.config, self.horizon = tuple(cameras), config, horizon
         self.latest = LatestValues(step_shapes(horizon))
         self.weight_version = "none"
@@ -136,6 +141,10 @@ class EpisodeNode(Node):
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def pause(self, seconds: float) -> None:
+        if self.stopping.wait(seconds):
+            raise EpisodeStopped
+
     def wait_for_inputs(self, timeout_s: float = 180.0) -> None:
         """Block until the graph is up: camera frames, proprioception and the services."""
         deadline = time.monotonic() + timeout_s
@@ -144,14 +153,18 @@ class EpisodeNode(Node):
             if time.monotonic() > deadline:
                 raise DeployError(f"the graph did not come up within {timeout_s:.0f} s (waiting for cameras "
                                   f"{list(self.cameras)}, /proprio/ee_pose, /sim/reset, /policy/change_state)")
-            time.sleep(0.1)
+            self.pause(0.1)
 
     def call(self, client, request):
         future = client.call_async(request)
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
-        if not done.wait(SERVICE_TIMEOUT_S):
-            raise DeployError(f"service {client.srv_name} did not answer within {SERVICE_TIMEOUT_S:.0f} s")
+        deadline = time.monotonic() + SERVICE_TIMEOUT_S
+        while not done.wait(0.05):
+            if self.stopping.is_set():
+                raise EpisodeStopped
+            if time.monotonic() > deadline:
+                raise DeployError(f"service {client.srv_name} did not answer within {SERVICE_TIMEOUT_S:.0f} s")
         return future.result()
 
     def set_policy_active(self, active: bool) -> None:
@@ -177,7 +190,7 @@ class EpisodeNode(Node):
             padded = np.vstack([actions, np.tile(target, (max(0, hold), 1))])
             times_s = dt_s * np.arange(1, len(padded) + 1)
             self.homing_pub.publish(chunk_to_msg(Chunk(stamp_s, times_s, padded), CARTESIAN))
-            time.sleep(HOMING_REPUBLISH_S)
+            self.pause(HOMING_REPUBLISH_S)
             if np.linalg.norm(self._tcp - target[:3]) < cfg.homing_tolerance_m:
                 reached_since = reached_since or time.monotonic()
                 if time.monotonic() - reached_since > 0.3:
@@ -202,7 +215,7 @@ class EpisodeNode(Node):
         self.set_policy_active(False)
         self.home()
         seed = self.reset_task()
-        time.sleep(cfg.settle_s)
+        self.pause(cfg.settle_s)
         writer = EpisodeWriter(root, {**meta, "seed": seed, "cameras": list(self.cameras),
                                       "step_rate_hz": cfg.step_rate_hz})
         self.active_pub.publish(Bool(data=True))
@@ -221,10 +234,11 @@ class EpisodeNode(Node):
                 intervened.append(bool(values["intervention"] > 0.5))
                 reason = clock.update(now_s, bool(values["success"] > 0.5))
                 next_s += period_s
-                time.sleep(max(0.0, next_s - time.monotonic()))
+                self.pause(max(0.0, next_s - time.monotonic()))
         finally:
             self.active_pub.publish(Bool(data=False))
-            self.set_policy_active(False)
+            if not self.stopping.is_set():  # stopping: the graph is going down, the policy with it
+                self.set_policy_active(False)
             outcome = {"success": reason == "success", "reason": reason or "interrupted", "seed": seed,
                        "duration_s": self.now_s() - clock.start_s,
                        "intervention_fraction": float(np.mean(intervened)) if intervened else 0.0}
@@ -304,10 +318,16 @@ class SessionNode(EpisodeNode):
                 self.outcomes.append(self.run_episode(self.session.output, {"label": "session"}))
                 print(console_line(self.outcomes, self.session.console_window, self.learner_status,
                                    self.weight_version), flush=True)
+        except EpisodeStopped:
+            return
         except DeployError as error:
             print(f"episodes: error: {error}", flush=True)
             os._exit(2)  # a failed session is not a finished one: the runner stops the graph with an error
         os.kill(os.getpid(), signal.SIGINT)  # done: end this node; the runner stops the graph
+
+    def close(self):
+        self.stopping.set()
+        self._thread.join(timeout=10.0)
 
 
 def main():

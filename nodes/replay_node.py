@@ -24,8 +24,9 @@ from std_msgs.msg import Float64MultiArray
 from deploy.bags import lockstep
 from deploy.bags.schedule import ReplaySchedule, passes, timeline
 from deploy.bags.store import BagReader, BagWriter, check_policy_inputs, check_type_definitions, has_stamp, stamp_ns
-from deploy.bags.topics import (CHUNK_VERSION_TOPIC, CLOCK_TOPIC, HEADER, PRESETS, QosSpec, parse_topics,
-                                playback_qos, policy_inputs, qos_overrides_from_yaml, read_policy_metadata, selected)
+from deploy.bags.topics import (CHUNK_VERSION_TOPIC, CLOCK_TOPIC, HEADER, PRESETS, QosSpec, check_topics, parse_topics,
+                                playback_qos, policy_inputs, qos_overrides_from_yaml, read_policy_metadata,
+                                replayed_patterns, selected)
 from deploy.errors import ConfigError, DeployError
 from deploy.nodes.common import declare_config, run_node
 from deploy.nodes.conversions import clock_to_msg, labelled_array_to_msg, message_class, qos_to_profile
@@ -112,7 +113,7 @@ class ReplayNode(Node):
     def prepare_realtime(self):
         cfg = self.config
         explicit = parse_topics(cfg.topics)
-        patterns = explicit or PRESETS.get(cfg.preset, ())
+        patterns = replayed_patterns(cfg.topics, cfg.preset, self.inputs)
         missing = [t for t in explicit if "*" not in t and t not in self.reader.topics]
         if missing:
             raise ConfigError(f"bag '{cfg.bag}' has no topic {', '.join(missing)} "

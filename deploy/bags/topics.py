@@ -55,8 +55,8 @@ STACK_TOPICS: tuple[tuple[str, str], ...] = (
 )
 
 # Named topic sets: "stack" records a whole session (raw images, not their JPEG copies); "observations" is
-# what a policy reads, the set the replay graph publishes (replaying the bag's chunks would collide with the
-# live policy's).
+# what a policy reads from cameras and proprioception, the set the replay graph publishes together with whatever
+# else its checkpoint reads (replayed_patterns; replaying the bag's chunks would collide with the live policy's).
 PRESETS: dict[str, tuple[str, ...]] = {
     "stack": tuple(p for p, _ in STACK_TOPICS if not p.endswith("/compressed")),
     "observations": ("/cameras/*/image_raw", "/cameras/*/camera_info", "/proprio/joint_states",
@@ -91,6 +91,19 @@ def topic_patterns(topics: str = "", preset: str = "") -> tuple[str, ...]:
 
 def selected(topic: str, patterns: Sequence[str]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(topic, p) for p in patterns)
+
+
+def replayed_patterns(topics: str, preset: str, inputs: PolicyInputs | None) -> tuple[str, ...]:
+    """What a replay publishes: an explicit list as given; else the preset's patterns (none: every topic) plus
+    every topic the policy it feeds reads, so a checkpoint gets its inputs whatever the preset holds (the push
+    checkpoints read the sim's privileged /sim/cube_pose, which no camera-and-proprioception preset has)."""
+    explicit = parse_topics(topics)
+    if explicit:
+        return explicit
+    patterns = PRESETS[preset] if preset else ()
+    if not patterns or inputs is None:
+        return patterns
+    return patterns + tuple(t for t in inputs.topics if not selected(t, patterns))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,5 +282,5 @@ def qos_overrides_from_yaml(path: str | Path) -> dict[str, QosSpec]:
 
 __all__ = ["CLOCK", "CLOCK_TOPIC", "GRIPPER_JOINT", "PLAYBACK_DEFAULT", "PRESETS", "PolicyInputs", "QosSpec",
            "STACK_TOPICS", "adapted_qos", "check_topics", "expected_type", "joint_names_read", "parse_topics",
-           "playback_qos", "policy_inputs", "qos_overrides_from_yaml", "read_policy_metadata", "selected",
-           "topic_patterns"]
+           "playback_qos", "policy_inputs", "qos_overrides_from_yaml", "read_policy_metadata", "replayed_patterns",
+           "selected", "topic_patterns"]

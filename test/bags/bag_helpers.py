@@ -118,3 +118,29 @@ def write_bag(path: Path, seconds: float = 3.0, camera_hz: float = 30.0, joint_h
                 msg = store.types[joint_type](data="not joints")
             writer.write(conns[topic], t_ns, store.serialize_cdr(msg, types[topic]))
     return path
+
+
+def pose(t_ns: int, position: tuple[float, float, float]):
+    """A PoseStamped near `position`, drifting slowly, tool down."""
+    Point, Quaternion = STORE.types["geometry_msgs/msg/Point"], STORE.types["geometry_msgs/msg/Quaternion"]
+    x, y, z = np.array(position) + 0.02 * np.sin(t_ns * 1e-9 + np.arange(3))
+    return STORE.types["geometry_msgs/msg/PoseStamped"](
+        header=_stamp(t_ns), pose=STORE.types["geometry_msgs/msg/Pose"](
+            position=Point(x=x, y=y, z=z), orientation=Quaternion(x=1.0, y=0.0, z=0.0, w=0.0)))
+
+
+def write_push_bag(path: Path, seconds: float = 3.0, start_ns: int = 1_700_000_000 * 10**9) -> Path:
+    """What a `record:=true` sim session holds of the push checkpoints' inputs: TCP pose and joint states at
+    100 Hz, the sim's cube pose at 30 Hz, stamped at their (log) time."""
+    rates = {"/proprio/ee_pose": 100.0, "/proprio/joint_states": 100.0, "/sim/cube_pose": 30.0}
+    events = sorted((start_ns + round(i * 1e9 / hz), topic) for topic, hz in rates.items()
+                    for i in range(int(seconds * hz)))
+    types = {"/proprio/ee_pose": "geometry_msgs/msg/PoseStamped", "/sim/cube_pose": "geometry_msgs/msg/PoseStamped",
+             "/proprio/joint_states": "sensor_msgs/msg/JointState"}
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {topic: writer.add_connection(topic, types[topic], typestore=STORE) for topic in rates}
+        for t_ns, topic in events:
+            msg = (joint_state(t_ns) if topic == "/proprio/joint_states"
+                   else pose(t_ns, (0.5, 0.0, 0.3) if topic == "/proprio/ee_pose" else (0.6, 0.1, 0.02)))
+            writer.write(conns[topic], t_ns, STORE.serialize_cdr(msg, types[topic]))
+    return path

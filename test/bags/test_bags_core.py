@@ -1,6 +1,7 @@
 """deploy.bags without ROS processes: topics and type checks, bag IO with rosbags (bad files named), stamps in
 raw CDR, the replay schedule, the lockstep observation sets, and the replay-test metrics and report."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,8 @@ from deploy.bags.schedule import LOOP_GAP_NS, ReplaySchedule, passes, timeline
 from deploy.bags.store import (BagError, BagReader, BagWriter, has_stamp, stamp_ns, type_hash,
                                with_stamp_shifted)
 from deploy.bags.thresholds import Thresholds
-from deploy.bags.topics import (QosSpec, adapted_qos, check_topics, expected_type, policy_inputs,
-                                read_policy_metadata, topic_patterns)
+from deploy.bags.topics import (PRESETS, QosSpec, adapted_qos, check_topics, expected_type, playback_qos,
+                                policy_inputs, read_policy_metadata, replayed_patterns, selected, topic_patterns)
 from deploy.control.chunks import Chunk, ChunkExecutorConfig
 from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError
@@ -23,6 +24,7 @@ from deploy.policies.base import PolicyMetadata
 from deploy.robots.mujoco_model import MujocoRobotModel
 
 T0 = 1_700_000_000 * 10**9
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 # --- topics ------------------------------------------------------------------------------------------------
@@ -38,6 +40,18 @@ def test_policy_inputs_follow_the_policy_nodes_wiring():
     assert inputs.after_reference == ("/proprio/joint_states",)  # subscribed after the pose: needs the guard
     joints = policy_inputs(PolicyMetadata("cartesian", 0.05, 16, state_keys=("joint_positions", "gripper_width")))
     assert joints.reference_topic == "/proprio/joint_states" and joints.after_reference == ()
+
+
+@pytest.mark.parametrize("checkpoint", ["push_demo", "push_weak"])
+def test_a_replay_publishes_what_its_checkpoint_reads_beyond_the_preset(checkpoint):
+    inputs = policy_inputs(read_policy_metadata(CHECKPOINTS / checkpoint))
+    assert "/sim/cube_pose" in inputs.topics and not selected("/sim/cube_pose", PRESETS["observations"])
+    patterns = replayed_patterns("", "observations", inputs)
+    assert all(selected(topic, patterns) for topic in inputs.topics)
+    assert not selected("/policy/chunk", patterns)  # the bag's chunks would collide with the live policy's
+    assert replayed_patterns("", "observations", None) == PRESETS["observations"]
+    assert replayed_patterns("", "", inputs) == ()  # no preset: every topic of the bag
+    assert replayed_patterns("/proprio/ee_pose", "observations", inputs) == ("/proprio/ee_pose",)  # as asked
 
 
 def test_topic_types_presets_and_bad_names():
@@ -76,6 +90,8 @@ def test_adapted_qos_is_compatible_with_every_offer():
     latched = [QosSpec(reliable=True, transient_local=True, depth=1)]
     assert adapted_qos(latched, 1) == QosSpec(reliable=True, transient_local=True, depth=1)
     assert adapted_qos([]).reliable is False  # unknown offers: best effort matches everything
+    assert playback_qos(latched) == QosSpec(reliable=True, transient_local=True, depth=10)
+    assert playback_qos([]) == QosSpec(reliable=True, transient_local=False)  # as `ros2 bag play`: all subscribers
 
 
 # --- bag IO ------------------------------------------------------------------------------------------------

@@ -4,13 +4,15 @@ bag time; lockstep replays are deterministic; bad bags fail in one line naming t
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
-from bag_helpers import joints_checkpoint, write_bag
+from bag_helpers import joints_checkpoint, write_bag, write_push_bag
 from deploy.bags.lockstep import matching_stamp
 from deploy.bags.replay_test import REPLAYED, read_chunks
 from deploy.bags.store import BagReader, stamp_ns
@@ -18,6 +20,7 @@ from deploy.bags.testing import assert_replay_passes
 from deploy.nodes.common import SENSOR_QOS
 from harness import ros_environment, wait_until
 
+ROOT = Path(__file__).resolve().parents[2]
 JOINTS = "/proprio/joint_states"
 CHUNK_TYPE = "trajectory_msgs/msg/MultiDOFJointTrajectory"
 
@@ -85,6 +88,19 @@ def test_replay_graph_drives_the_policy_on_bag_time(tmp_path, probe, launch_grap
     recorded = sorted(bag_stamps(bag, JOINTS))  # stamped with the bag's observation times (through float seconds)
     assert all(matching_stamp(stamp_of(m), recorded) is not None for _, m in chunks)
     assert all(len(m.points) == 16 for _, m in chunks)
+
+
+@pytest.mark.parametrize("checkpoint", ["push_demo", "push_weak"])
+def test_replay_graph_feeds_the_shipped_checkpoints(checkpoint, tmp_path, probe, launch_graph):
+    """The README example, `deploy launch replay bag:=... policy:=checkpoints/push_demo`: the push checkpoints
+    read /sim/cube_pose besides the observations preset, and the replay publishes it too."""
+    bag = write_push_bag(tmp_path / "bag", seconds=4.0)
+    chunks = probe.collect(MultiDOFJointTrajectory, "/policy/chunk", 10)
+    graph = launch_graph("replay", f"bag:={bag}", f"policy:={ROOT / 'checkpoints' / checkpoint}")
+    assert graph.wait(timeout_s=150) == 0, graph.output[-3000:]  # the graph stops when the bag is done
+    assert len(chunks) >= 3, graph.output[-3000:]
+    recorded = sorted(bag_stamps(bag, "/proprio/ee_pose"))  # the reference input: chunks carry its bag stamps
+    assert all(matching_stamp(stamp_of(m), recorded) is not None for _, m in chunks)
 
 
 def test_lockstep_replays_are_deterministic_and_the_helper_passes(tmp_path, domain_id):

@@ -1,5 +1,4 @@
 """resolve(): arguments, conditions, substitution, topic wiring, and every bad-input case (no processes)."""
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,16 +80,6 @@ def test_every_shipped_config_file_has_the_ros_parameters_shape(robot):
     cameras = "wrist,front" if robot == "sim" else ""  # only cameras_sim.yaml ships so far
     graph = resolve("real_robot", {"robot": robot, "cameras": cameras})
     assert all(path.is_file() for node in graph.nodes for path in node.params_files)
-
-
-def test_executables_match_the_console_scripts_in_setup_py():
-    setup_text = (REPO / "setup.py").read_text()
-    nodes = re.search(r"^NODES = \[(.*?)\]", setup_text, re.M).group(1)
-    scripts = {name.strip(" '\"") + "_node" for name in nodes.split(",")}
-    for graph_name in ("real_robot", "sim"):
-        for node in resolve(graph_name, {}).nodes:
-            assert node.executable in scripts
-            assert node.module == f"deploy.nodes.{node.executable}"
 
 
 @pytest.mark.parametrize("args, message", [
