@@ -120,15 +120,6 @@ def write_bag(path: Path, seconds: float = 3.0, camera_hz: float = 30.0, joint_h
     return path
 
 
-def pose(t_ns: int, position: tuple[float, float, float]):
-    """A PoseStamped near `position`, drifting slowly, tool down."""
-    Point, Quaternion = STORE.types["geometry_msgs/msg/Point"], STORE.types["geometry_msgs/msg/Quaternion"]
-    x, y, z = np.array(position) + 0.02 * np.sin(t_ns * 1e-9 + np.arange(3))
-    return STORE.types["geometry_msgs/msg/PoseStamped"](
-        header=_stamp(t_ns), pose=STORE.types["geometry_msgs/msg/Pose"](
-            position=Point(x=x, y=y, z=z), orientation=Quaternion(x=1.0, y=0.0, z=0.0, w=0.0)))
-
-
 def write_push_bag(path: Path, seconds: float = 3.0, start_ns: int = 1_700_000_000 * 10**9) -> Path:
     """What a `record:=true` sim session holds of the push checkpoints' inputs: TCP pose and joint states at
     100 Hz, the sim's cube pose at 30 Hz, stamped at their (log) time."""
