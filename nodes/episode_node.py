@@ -235,6 +235,9 @@ class EpisodeNode(Node):
             raise DeployError(f"/sim/reset failed: {response.message}")
         return int(match.group(1))
 
+    def episode_started(self) -> None:
+        """Called by the episode thread as the policy starts acting (the session's console shows it at once)."""
+
     def run_episode(self, root, meta: dict) -> dict:
         """One episode, logged under `root`; -> its outcome."""
         cfg = self.config
@@ -249,6 +252,7 @@ class EpisodeNode(Node):
         self.set_policy_active(True)
         clock, reason, intervened = EpisodeClock(cfg, self.now_s()), None, []
         self.running_since_s = clock.start_s
+        self.episode_started()
         period_s, next_s = 1.0 / cfg.step_rate_hz, time.monotonic()
         try:
             while reason is None:
@@ -321,12 +325,13 @@ class SessionConfig:
     episodes: int = 0  # stop the graph after this many; 0 = until Ctrl-C
     timeout_s: float = 30.0
     console_window: int = 10  # success / intervention rates over this many recent episodes
-    status_period_s: float = 1.0  # the console's live line while an episode runs, this often
+    status_period_s: float = 1.0  # the console's live line while an episode runs, this often and on every change
 
 
 class SessionNode(EpisodeNode):
     """The teleop session's episode runner and operator console on stdout: a live line while an episode runs
-    (authority, deadman, weights, rates) and a summary line per episode."""
+    (authority, deadman, weights, rates; at its start, every status_period_s and at once when authority or the
+    deadman changes) and a summary line per episode."""
 
     def __init__(self):
         super().__init__((), EpisodeConfig())
@@ -342,7 +347,10 @@ class SessionNode(EpisodeNode):
                                  lambda m: setattr(self, "operator_authority", m.data), COMMAND_QOS)
         self.create_subscription(Bool, TOPICS["intervention_deadman"], lambda m: setattr(self, "deadman", m.data),
                                  COMMAND_QOS)
-        self.create_timer(self.session.status_period_s, self.print_status)
+        self._shown: tuple = ()  # (episode start, authority, deadman) of the last live line, and when it was shown
+        self._show_lock = threading.Lock()  # the timer and the episode thread both show it
+        self._shown_at = -float("inf")
+        self.create_timer(0.05, self.print_status)
         self._thread = threading.Thread(target=self.run_session, name="session", daemon=True)
         self._thread.start()
 
@@ -351,9 +359,17 @@ class SessionNode(EpisodeNode):
 
     def print_status(self):
         started_s = self.running_since_s
-        if started_s is not None:
-            print(status_line(len(self.outcomes) + 1, self.now_s() - started_s, self.operator_authority, self.deadman,
-                              self.weight_version, self.outcomes, self.session.console_window), flush=True)
+        shown = (started_s, self.operator_authority, self.deadman)
+        with self._show_lock:
+            if started_s is None or (shown == self._shown
+                                     and time.monotonic() - self._shown_at < self.session.status_period_s):
+                return
+            self._shown, self._shown_at = shown, time.monotonic()
+            print(status_line(len(self.outcomes) + 1, self.now_s() - started_s, *shown[1:], self.weight_version,
+                              self.outcomes, self.session.console_window), flush=True)
+
+    def episode_started(self) -> None:
+        self.print_status()
 
     def run_session(self):
         try:
