@@ -155,7 +155,8 @@ class EpisodeNode(Node):
         deadline = time.monotonic() + timeout_s
         while missing := self.missing_inputs():
             if time.monotonic() > deadline:
-                raise DeployError(f"the graph did not come up within {timeout_s:.0f} s: still no {'; no '.join(missing)}")
+                raise DeployError(f"the graph did not come up within {timeout_s:.0f} s: "
+                                  f"still no {'; no '.join(missing)}")
             self.pause(0.1)
 
     def missing_inputs(self) -> list[str]:

@@ -134,10 +134,12 @@ def test_console_lines_show_authority_deadman_weights_and_rates():
                 {"success": False, "seed": 5, "duration_s": 30.0, "intervention_fraction": 0.0}]
     assert status_line(1, 3.4, None, None, "none", [], 10) == \
         "live episode 1 3 s | authority ? | deadman ? | weights none | no episode done yet"
-    assert status_line(3, 12.0, True, True, "ab12cd", outcomes, 10) == \
-        "live episode 3 12 s | authority OPERATOR | deadman held | weights ab12cd | last 2: success 50%, intervention 25%"
-    assert status_line(3, 12.0, False, False, "ab12cd", outcomes, 1) == \
-        "live episode 3 12 s | authority policy | deadman released | weights ab12cd | last 1: success 0%, intervention 0%"
+    assert status_line(3, 12.0, True, True, "ab12cd", outcomes, 10) == (
+        "live episode 3 12 s | authority OPERATOR | deadman held | weights ab12cd | "
+        "last 2: success 50%, intervention 25%")
+    assert status_line(3, 12.0, False, False, "ab12cd", outcomes, 1) == (
+        "live episode 3 12 s | authority policy | deadman released | weights ab12cd | "
+        "last 1: success 0%, intervention 0%")
     assert console_line(outcomes, 10, {}, "ab12cd") == (
         "episode 2 (seed 5): failure in 30.0 s, operator 0% | last 2: success 50%, intervention 25% | no learner | "
         "weights ab12cd")
