@@ -41,5 +41,4 @@ def test_console_shows_authority_deadman_weights_and_rates_live_in_a_terminal(tm
     assert operator == intervention != "0"  # one episode: its share of operator steps is the rate
     assert success == ("100" if outcome == "SUCCESS" else "0")
     assert weights in versions
-    print("\n".join(line for line in screen.splitlines() if "[episodes]" in line))
     assert matches[-1].start() < summary.start()  # the live lines while it ran, the summary after the episode
