@@ -38,7 +38,7 @@ from deploy.errors import ConfigError, DeployError
 from deploy.graph.description import TOPICS, resolve
 from deploy.graph.runner import GraphRunner, check_modules, child_environment
 from deploy.learning.episodes import (EpisodeClock, EpisodeConfig, LatestValues, console_line, due_action,
-                                      homing_actions)
+                                      homing_actions, status_line)
 from deploy.lists import comma_list
 from deploy.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, BackgroundSpin, declare_config, run_node
 from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_version_from_msg, image_from_msg,
@@ -47,6 +47,8 @@ from deploy.nodes.conversions import (chunk_from_msg, chunk_to_msg, chunk_versio
 SERVICE_TIMEOUT_S = 30.0  # a policy node still loading its checkpoint on a loaded 2-core machine took > 10 s
 HOMING_REPUBLISH_S = 0.2  # below the controller's stale-chunk timeout
 HUMAN_SILENCE_S = 0.5  # an operator chunk this long past its end no longer counts as a human action
+REFERENCE_SILENCE_S = 2.0  # the controller publishes its reference at its state rate: this long silent = not running
+SERVICE_NODES = {"/sim/reset": "sim", "/policy/change_state": "policy"}  # who answers the services the runner calls
 
 
 def step_shapes(horizon: int) -> dict[str, tuple[int, ...]]:
@@ -71,6 +73,8 @@ class EpisodeNode(Node):
         self._tcp: np.ndarray | None = None
         self._human: Chunk | None = None
         self._policy_active: bool | None = None  # unknown until we set it
+        self._reference_heard: float | None = None  # time.monotonic() of the last /controller/reference
+        self.running_since_s: float | None = None  # node-clock start of the episode being logged, None between
         self.watch_cameras(self.cameras)
         self.create_subscription(PoseStamped, TOPICS["ee_pose"], self.on_pose, SENSOR_QOS)
         self.create_subscription(JointState, TOPICS["joint_states"], self.on_joints, SENSOR_QOS)
@@ -108,6 +112,7 @@ class EpisodeNode(Node):
         self.latest.set("gripper_width", [gripper])
 
     def on_reference(self, msg: PoseStamped):
+        self._reference_heard = time.monotonic()
         _, position, quat = pose_from_msg(msg)
         self.latest.set("reference_pose", np.concatenate([position, quat]))
 
@@ -148,12 +153,20 @@ class EpisodeNode(Node):
     def wait_for_inputs(self, timeout_s: float = 180.0) -> None:
         """Block until the graph is up: camera frames, proprioception and the services."""
         deadline = time.monotonic() + timeout_s
-        while not (self.latest.has_frames(self.cameras) and self._tcp is not None
-                   and self.reset_client.service_is_ready() and self.lifecycle_client.service_is_ready()):
+        while missing := self.missing_inputs():
             if time.monotonic() > deadline:
-                raise DeployError(f"the graph did not come up within {timeout_s:.0f} s (waiting for cameras "
-                                  f"{list(self.cameras)}, /proprio/ee_pose, /sim/reset, /policy/change_state)")
+                raise DeployError(f"the graph did not come up within {timeout_s:.0f} s: "
+                                  f"still no {'; no '.join(missing)}")
             self.pause(0.1)
+
+    def missing_inputs(self) -> list[str]:
+        """What the runner needs before an episode and has not yet heard, each with the node that provides it."""
+        missing = [f"/cameras/{c}/image_raw from camera_{c}" for c in self.cameras if not self.latest.has_frames((c,))]
+        if self._tcp is None:
+            missing.append(f"{TOPICS['ee_pose']} from proprioception")
+        missing += [f"service {client.srv_name} from the {SERVICE_NODES[client.srv_name]} node"
+                    for client in (self.reset_client, self.lifecycle_client) if not client.service_is_ready()]
+        return missing
 
     def call(self, client, request):
         future = client.call_async(request)
@@ -164,7 +177,8 @@ class EpisodeNode(Node):
             if self.stopping.is_set():
                 raise EpisodeStopped
             if time.monotonic() > deadline:
-                raise DeployError(f"service {client.srv_name} did not answer within {SERVICE_TIMEOUT_S:.0f} s")
+                raise DeployError(f"service {client.srv_name} did not answer within {SERVICE_TIMEOUT_S:.0f} s: is "
+                                  f"the {SERVICE_NODES.get(client.srv_name, 'providing')} node running?")
         return future.result()
 
     def set_policy_active(self, active: bool) -> None:
@@ -198,8 +212,22 @@ class EpisodeNode(Node):
             else:
                 reached_since = None
             if time.monotonic() > deadline:
-                raise DeployError(f"the arm did not reach the start pose {np.round(target[:3], 3).tolist()} within "
-                                  f"{cfg.homing_timeout_s:.0f} s (TCP at {np.round(self._tcp, 3).tolist()})")
+                raise DeployError(self.homing_failure(target[:3]))
+
+    def homing_failure(self, target_xyz: np.ndarray) -> str:
+        """Why homing timed out, naming the silent link on the path /policy/chunk -> intervention ->
+        /controller/chunk -> controller -> arm, before the symptom (the arm is not at the start pose)."""
+        cfg = self.config
+        relays = {info.node_name for info in self.get_subscriptions_info_by_topic(TOPICS["policy_chunk"])}
+        if "intervention" not in relays:
+            return (f"no intervention node subscribes to {TOPICS['policy_chunk']}: nothing relays the homing chunks "
+                    f"to {TOPICS['controller_chunk']} (is the intervention node running?)")
+        if self._reference_heard is None or time.monotonic() - self._reference_heard > REFERENCE_SILENCE_S:
+            silent = ("ever" if self._reference_heard is None
+                      else f"for {time.monotonic() - self._reference_heard:.0f} s")
+            return f"no /controller/reference from the controller {silent}: is the controller node running?"
+        return (f"the arm did not reach the start pose {np.round(target_xyz, 3).tolist()} within "
+                f"{cfg.homing_timeout_s:.0f} s (TCP at {np.round(self._tcp, 3).tolist()})")
 
     def reset_task(self) -> int:
         response = self.call(self.reset_client, Trigger.Request())
@@ -207,6 +235,9 @@ class EpisodeNode(Node):
         if not response.success or match is None:
             raise DeployError(f"/sim/reset failed: {response.message}")
         return int(match.group(1))
+
+    def episode_started(self) -> None:
+        """Called by the episode thread as the policy starts acting (the session's console shows it at once)."""
 
     def run_episode(self, root, meta: dict) -> dict:
         """One episode, logged under `root`; -> its outcome."""
@@ -221,6 +252,8 @@ class EpisodeNode(Node):
         self.active_pub.publish(Bool(data=True))
         self.set_policy_active(True)
         clock, reason, intervened = EpisodeClock(cfg, self.now_s()), None, []
+        self.running_since_s = clock.start_s
+        self.episode_started()
         period_s, next_s = 1.0 / cfg.step_rate_hz, time.monotonic()
         try:
             while reason is None:
@@ -236,6 +269,7 @@ class EpisodeNode(Node):
                 next_s += period_s
                 self.pause(max(0.0, next_s - time.monotonic()))
         finally:
+            self.running_since_s = None
             self.active_pub.publish(Bool(data=False))
             if not self.stopping.is_set():  # stopping: the graph is going down, the policy with it
                 self.set_policy_active(False)
@@ -292,10 +326,13 @@ class SessionConfig:
     episodes: int = 0  # stop the graph after this many; 0 = until Ctrl-C
     timeout_s: float = 30.0
     console_window: int = 10  # success / intervention rates over this many recent episodes
+    status_period_s: float = 1.0  # the console's live line while an episode runs, this often and on every change
 
 
 class SessionNode(EpisodeNode):
-    """The teleop session's episode runner and operator console (one line per episode on stdout)."""
+    """The teleop session's episode runner and operator console on stdout: a live line while an episode runs
+    (authority, deadman, weights, rates; at its start, every status_period_s and at once when authority or the
+    deadman changes) and a summary line per episode."""
 
     def __init__(self):
         super().__init__((), EpisodeConfig())
@@ -305,11 +342,35 @@ class SessionNode(EpisodeNode):
         self.learner_status: dict[str, str] = {}
         self.create_subscription(DiagnosticStatus, "/learner/status", self.on_learner_status, COMMAND_QOS)
         self.outcomes: list[dict] = []
+        self.operator_authority: bool | None = None  # None: not heard yet
+        self.deadman: bool | None = None
+        self.create_subscription(Bool, TOPICS["intervention_active"],
+                                 lambda m: setattr(self, "operator_authority", m.data), COMMAND_QOS)
+        self.create_subscription(Bool, TOPICS["intervention_deadman"], lambda m: setattr(self, "deadman", m.data),
+                                 COMMAND_QOS)
+        self._shown: tuple = ()  # (episode start, authority, deadman) of the last live line, and when it was shown
+        self._show_lock = threading.Lock()  # the timer and the episode thread both show it
+        self._shown_at = -float("inf")
+        self.create_timer(0.05, self.print_status)
         self._thread = threading.Thread(target=self.run_session, name="session", daemon=True)
         self._thread.start()
 
     def on_learner_status(self, msg: DiagnosticStatus):
         self.learner_status = {kv.key: kv.value for kv in msg.values}
+
+    def print_status(self):
+        started_s = self.running_since_s
+        shown = (started_s, self.operator_authority, self.deadman)
+        with self._show_lock:
+            if started_s is None or (shown == self._shown
+                                     and time.monotonic() - self._shown_at < self.session.status_period_s):
+                return
+            self._shown, self._shown_at = shown, time.monotonic()
+            print(status_line(len(self.outcomes) + 1, self.now_s() - started_s, *shown[1:], self.weight_version,
+                              self.outcomes, self.session.console_window), flush=True)
+
+    def episode_started(self) -> None:
+        self.print_status()
 
     def run_session(self):
         try:

@@ -77,6 +77,7 @@ class InterventionNode(Node):
         self.cartesian_out = self.create_publisher(MultiDOFJointTrajectory, "~/chunk", COMMAND_QOS)
         self.joint_out = self.create_publisher(JointTrajectory, "~/joint_chunk", COMMAND_QOS)
         self.flag_pub = self.create_publisher(Bool, TOPICS["intervention_active"], COMMAND_QOS)
+        self.deadman_pub = self.create_publisher(Bool, TOPICS["intervention_deadman"], COMMAND_QOS)  # the console's
         self.human_pub = self.create_publisher(MultiDOFJointTrajectory, "/intervention/human_chunk", COMMAND_QOS)
         self.event_pub = self.create_publisher(String, "/intervention/event", COMMAND_QOS)
         self.create_subscription(MultiDOFJointTrajectory, "~/policy_chunk", self.on_policy_chunk, COMMAND_QOS)
@@ -154,6 +155,7 @@ class InterventionNode(Node):
         now_s = self.now_s()
         self.report_operator_input(now_s)
         observation = self.observe(now_s)
+        self.deadman_pub.publish(Bool(data=self.operator is not None and self.operator.wants_authority()))
         if not self.episode_running:
             if self.mux.pause(now_s):
                 self.get_logger().info("episode over: authority back to the policy")

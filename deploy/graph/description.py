@@ -41,6 +41,7 @@ TOPICS = {
     "ee_wrench": "/proprio/ee_wrench",  # external wrench on the end effector, when the robot measures one
     "cube_pose": "/sim/cube_pose",  # privileged sim state (the scripted expert, the push checkpoints)
     "intervention_active": "/intervention/active",  # Bool every tick: the operator has authority
+    "intervention_deadman": "/intervention/deadman",  # Bool every tick: the operator asks for authority (deadman)
 }
 # Observation state key -> the topic it is read from (policy node, scripted operator, replay-test).
 STATE_TOPICS = {"ee_pose": TOPICS["ee_pose"], "gripper_width": TOPICS["joint_states"],
@@ -246,7 +247,8 @@ _REAL_ROBOT_NODES = (
              remappings=(("~/policy_chunk", TOPICS["policy_chunk"]),
                          ("~/policy_joint_chunk", TOPICS["policy_joint_chunk"]),
                          ("~/chunk", TOPICS["controller_chunk"]),
-                         ("~/joint_chunk", TOPICS["controller_joint_chunk"]))),
+                         ("~/joint_chunk", TOPICS["controller_joint_chunk"])),
+             required=True),  # the only writer of /controller/chunk: its death stops the graph, naming it
 )
 
 REAL_ROBOT = Graph(
@@ -297,11 +299,11 @@ DEMO = dataclasses.replace(
 # The teleop correction session on the sim: an operator (default: the scripted operator, in the intervention
 # node; a device: its operator node publishing the operator topics, deploy/teleop/mapping.py), the episode
 # runner + operator console logging every step, and the learner fine-tuning the policy from that log and swapping
-# its weights into the running policy (deploy/learning). The intervention node (the only writer of
-# /controller/chunk) and the policy are required: either one's death stops the session with one line naming it.
+# its weights into the running policy (deploy/learning). The policy is required here too (the intervention node
+# already is, in every graph): either one's death stops the session with one line naming it.
 _SESSION_DEVICES = ("none", "scripted", "keyboard", "gamepad", "spacemouse", "external")
 _STARTED_OPERATORS = ("gamepad", "spacemouse")  # keyboard: no terminal in a graph, see operator_note()
-_SESSION_REQUIRED = ("policy", "intervention")
+_SESSION_REQUIRED = ("policy",)
 TELEOP_SESSION = dataclasses.replace(
     SIM, name="teleop_session",
     description="sim graph + operator device + episode runner/console + online learner from corrections",

@@ -178,15 +178,35 @@ class EpisodeClock:
         return None
 
 
+def rates_text(outcomes: list[dict], window: int) -> str:
+    """Success and intervention rates over the last `window` episodes (the console's lines share it)."""
+    recent = outcomes[-window:]
+    if not recent:
+        return "no episode done yet"
+    success = np.mean([o["success"] for o in recent])
+    intervention = np.mean([o.get("intervention_fraction", 0.0) for o in recent])
+    return f"last {len(recent)}: success {success:.0%}, intervention {intervention:.0%}"
+
+
 def console_line(outcomes: list[dict], window: int, learner: dict[str, str], weight_version: str) -> str:
     """The operator console's line after an episode: its outcome, recent success and intervention rates, the
     learner's progress and the weights the policy runs."""
-    last, recent = outcomes[-1], outcomes[-window:]
-    success = np.mean([o["success"] for o in recent])
-    intervention = np.mean([o.get("intervention_fraction", 0.0) for o in recent])
+    last = outcomes[-1]
     learner_text = (f"learner step {learner.get('step', '?')} critic {learner.get('critic', '-')} "
                     f"actor {learner.get('actor', '-')} v{learner.get('version', '?')}" if learner else "no learner")
     return (f"episode {len(outcomes)} (seed {last['seed']}): {'SUCCESS' if last['success'] else 'failure'} "
             f"in {last['duration_s']:.1f} s, operator {last.get('intervention_fraction', 0.0):.0%} | "
-            f"last {len(recent)}: success {success:.0%}, intervention {intervention:.0%} | {learner_text} | "
-            f"weights {weight_version}")
+            f"{rates_text(outcomes, window)} | {learner_text} | weights {weight_version}")
+
+
+def _flag(value: bool | None, true: str, false: str) -> str:
+    return "?" if value is None else (true if value else false)
+
+
+def status_line(episode: int, elapsed_s: float, operator_authority: bool | None, deadman: bool | None,
+                weight_version: str, outcomes: list[dict], window: int) -> str:
+    """The operator console's live line while episode `episode` runs (refreshed about once a second): who has
+    authority, the operator's deadman, the weights the policy runs and the rates so far. None = not heard yet."""
+    return (f"live episode {episode} {elapsed_s:.0f} s | authority {_flag(operator_authority, 'OPERATOR', 'policy')} "
+            f"| deadman {_flag(deadman, 'held', 'released')} | weights {weight_version} | "
+            f"{rates_text(outcomes, window)}")

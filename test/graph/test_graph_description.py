@@ -25,7 +25,7 @@ def test_defaults_give_the_sim_graph_in_start_order():
                           "realtime": "", "gripper": "", "camera_serials": "", "params_file": ""}
     assert names(graph) == ["sim", "controller", "camera_wrist", "camera_front", "proprioception", "policy",
                             "intervention"]
-    assert [n.name for n in graph.nodes if n.required] == ["sim", "controller"]
+    assert [n.name for n in graph.nodes if n.required] == ["sim", "controller", "intervention"]
     assert names(resolve("sim", {})) == names(graph)
 
 

@@ -7,8 +7,8 @@ from deploy.control.chunks import CARTESIAN, Chunk, ChunkExecutor, ChunkExecutor
 from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig
 from deploy.errors import ConfigError
 from deploy.learning.episodes import (HOMING_CLEARANCE_Z_M, START_TCP_XYZ_M, EpisodeClock, EpisodeConfig,
-                                      LatestValues, chunk_labels, commanded_chunk_labels, due_action,
-                                      homing_actions)
+                                      LatestValues, chunk_labels, commanded_chunk_labels, console_line, due_action,
+                                      homing_actions, status_line)
 from deploy.policies.expert import PushExpert, walk
 from deploy.robots.registry import make_model
 from deploy.sensing.observation import Observation
@@ -127,3 +127,19 @@ def test_commanded_labels_skip_the_homing_chunk_and_operator_steps_without_a_chu
     assert usable.tolist() == [False, True, False, True]
     np.testing.assert_allclose(labels[1, :, 0], [0.51, 0.52])  # the policy's chunk, stamped at this step
     np.testing.assert_allclose(labels[3, :, 1], [0.05, 0.05])  # the operator's, its end held past 0.04 s
+
+
+def test_console_lines_show_authority_deadman_weights_and_rates():
+    outcomes = [{"success": True, "seed": 4, "duration_s": 6.25, "intervention_fraction": 0.5},
+                {"success": False, "seed": 5, "duration_s": 30.0, "intervention_fraction": 0.0}]
+    assert status_line(1, 3.4, None, None, "none", [], 10) == \
+        "live episode 1 3 s | authority ? | deadman ? | weights none | no episode done yet"
+    assert status_line(3, 12.0, True, True, "ab12cd", outcomes, 10) == (
+        "live episode 3 12 s | authority OPERATOR | deadman held | weights ab12cd | "
+        "last 2: success 50%, intervention 25%")
+    assert status_line(3, 12.0, False, False, "ab12cd", outcomes, 1) == (
+        "live episode 3 12 s | authority policy | deadman released | weights ab12cd | "
+        "last 1: success 0%, intervention 0%")
+    assert console_line(outcomes, 10, {}, "ab12cd") == (
+        "episode 2 (seed 5): failure in 30.0 s, operator 0% | last 2: success 50%, intervention 25% | no learner | "
+        "weights ab12cd")
