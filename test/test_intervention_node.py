@@ -358,7 +358,10 @@ def test_keyboard_operator_in_a_terminal_drives_the_arm_and_the_policy_restarts_
     assert recorder.flag_changes()[3][1] is False
     said = [line.split("]: ")[-1] for line in mux.lines if "operator input" in line or "hearing the operator" in line]
     silent = "no operator input on /operator/joy, /operator/twist for 0.5 s: the deadman reads as released"
-    assert said[0] == silent and said[-2:] == ["hearing the operator on /operator/joy, /operator/twist", silent], said
+    # The two topics time out on the same tick or on neighbouring ones (then a line names joy alone first).
+    assert said[0].startswith("no operator input on"), said
+    assert any(line.startswith("hearing the operator on") for line in said), said
+    assert said[-1] == silent, said
     assert mux.stop() == 0, mux.output[-3000:]
 
 
