@@ -120,8 +120,8 @@ def write_bag(path: Path, seconds: float = 3.0, camera_hz: float = 30.0, joint_h
     return path
 
 
-def pose(t_ns: int, position: tuple[float, float, float]):
-    """A PoseStamped near `position`, drifting slowly, tool down."""
+def push_pose(t_ns: int, position: tuple[float, float, float]):
+    """A PoseStamped near `position`, drifting slowly on all three axes, tool down (the push bag's)."""
     Point, Quaternion = STORE.types["geometry_msgs/msg/Point"], STORE.types["geometry_msgs/msg/Quaternion"]
     x, y, z = np.array(position) + 0.02 * np.sin(t_ns * 1e-9 + np.arange(3))
     return STORE.types["geometry_msgs/msg/PoseStamped"](
@@ -141,6 +141,6 @@ def write_push_bag(path: Path, seconds: float = 3.0, start_ns: int = 1_700_000_0
         conns = {topic: writer.add_connection(topic, types[topic], typestore=STORE) for topic in rates}
         for t_ns, topic in events:
             msg = (joint_state(t_ns) if topic == "/proprio/joint_states"
-                   else pose(t_ns, (0.5, 0.0, 0.3) if topic == "/proprio/ee_pose" else (0.6, 0.1, 0.02)))
+                   else push_pose(t_ns, (0.5, 0.0, 0.3) if topic == "/proprio/ee_pose" else (0.6, 0.1, 0.02)))
             writer.write(conns[topic], t_ns, STORE.serialize_cdr(msg, types[topic]))
     return path
