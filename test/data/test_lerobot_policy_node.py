@@ -16,7 +16,8 @@ from harness import ros_environment, wait_until
 from test_lerobot_training import SMALL, STATE, dataset  # noqa: F401 (the fixture)
 
 
-def test_the_policy_node_runs_a_checkpoint_trained_on_a_lerobot_folder(dataset, domain_id, probe, tmp_path):  # noqa: F811
+def test_the_policy_node_runs_a_checkpoint_trained_on_a_lerobot_folder(dataset, domain_id, probe,  # noqa: F811
+                                                                         tmp_path):
     _, root = dataset
     checkpoint = tmp_path / "ckpt"
     assert main(["train-bc", str(root), "--output", str(checkpoint), "--steps", "30", "--batch-size", "8",
