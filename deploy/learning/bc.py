@@ -22,6 +22,8 @@ from tqdm import tqdm
 from deploy.data.episodes import list_episodes, read_episode
 from deploy.errors import ConfigError
 from deploy.learning.episodes import OPERATOR_CHUNK_FIELDS, POLICY_CHUNK_FIELDS, chunk_labels, commanded_chunk_labels
+from deploy.learning.lerobot_source import (DEFAULT_ACTION_KEY, DEFAULT_STATE_KEY, is_lerobot_dataset, read_info,
+                                            read_lerobot)
 from deploy.policies.base import PolicyMetadata
 from deploy.policies.checkpoint import POLICY_TYPES, save_checkpoint
 from deploy.policies.learned import batch_from_observations, camera_key
@@ -50,6 +52,9 @@ class BCConfig:
     threads: int = 1  # 2 threads ran 10x slower than 1 beside the running graph (2 cores, loaded)
     corrections: tuple[str, ...] = ()  # correction logs whose operator steps are added (HG-DAgger)
     architecture: dict = dataclasses.field(default_factory=dict)  # overrides of the policy's config class
+    state_feature: str = DEFAULT_STATE_KEY  # LeRobot folders: the features read as state, action, cameras
+    action_feature: str = DEFAULT_ACTION_KEY
+    image_features: tuple[str, ...] = ()  # one per camera; default observation.images.<camera>
 
     def __post_init__(self):
         if self.kind not in POLICY_TYPES:
@@ -68,14 +73,15 @@ class Dataset:
     episodes: list[int]  # episode indices used, per source folder order
 
 
-def step_tensors(episode, keep: np.ndarray, metadata: PolicyMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-    """The observations of an episode's kept steps as tensors, through `batch_from_observations` (the function
-    inference uses): -> (images (N, C, 3, h, w) uint8 at the policy's size, states (N, S) float32)."""
-    frames = {c: episode.frames(c)[keep] for c in metadata.image_keys}
-    state_values = {k: episode.steps[k][keep] for k in metadata.state_keys}
+def observation_tensors(frames: dict[str, np.ndarray], state_values: dict[str, np.ndarray],
+                        metadata: PolicyMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step camera frames {camera: (N, H, W, 3) uint8} and state values {key: (N, d)} as tensors, through
+    `batch_from_observations` (the function inference uses), whichever reader they came from:
+    -> (images (N, C, 3, h, w) uint8 at the policy's size, states (N, S) float32)."""
+    n = len(next(iter(state_values.values())))
     images, states = [], []
-    for start in range(0, int(keep.sum()), DECODE_BATCH):
-        stop = min(start + DECODE_BATCH, int(keep.sum()))
+    for start in range(0, n, DECODE_BATCH):
+        stop = min(start + DECODE_BATCH, n)
         observations = [Observation(0.0, {**{camera_key(c): frames[c][i] for c in metadata.image_keys},
                                           **{k: state_values[k][i] for k in metadata.state_keys}}, {})
                         for i in range(start, stop)]
@@ -83,6 +89,12 @@ def step_tensors(episode, keep: np.ndarray, metadata: PolicyMetadata) -> tuple[t
         images.append((batch["images"] * 255).round().to(torch.uint8))
         states.append(batch["state"])
     return torch.cat(images), torch.cat(states)
+
+
+def step_tensors(episode, keep: np.ndarray, metadata: PolicyMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    """The observations of a logged episode's kept steps as tensors (`observation_tensors`)."""
+    return observation_tensors({c: episode.frames(c)[keep] for c in metadata.image_keys},
+                               {k: episode.steps[k][keep] for k in metadata.state_keys}, metadata)
 
 
 def episode_labels(steps: dict, metadata: PolicyMetadata, labels: str) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +151,14 @@ def load_dataset(roots: list[Path], metadata: PolicyMetadata, max_episodes: int 
     return Dataset(torch.cat(images), torch.cat(states), torch.cat(actions), used)
 
 
+def load_lerobot_dataset(root: Path, metadata: PolicyMetadata, config: BCConfig) -> Dataset:
+    """Every episode of a LeRobotDataset v3 folder (`deploy.learning.lerobot_source`) as samples."""
+    source = read_lerobot(root, metadata.state_keys, metadata.image_keys, metadata.horizon, config.state_feature,
+                          config.action_feature, config.image_features, config.max_episodes)
+    images, states = observation_tensors(source["frames"], source["state_values"], metadata)
+    return Dataset(images, states, torch.from_numpy(source["actions"]), source["episodes"])
+
+
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """(B, C, 3, h, w) float -> the same, each image shifted by up to `pad` pixels (replicate padding)."""
     if pad == 0:
@@ -154,13 +174,21 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
 
 
 def train_bc(roots: list[Path], output: Path, config: BCConfig, progress: bool = True) -> Path:
-    """Train on the successful episodes of `roots`; writes the checkpoint + loss.csv + loss.png to `output`."""
+    """Train on the successful episodes of the episode logs `roots`, or on every episode of one LeRobotDataset
+    v3 folder (chunk spacing 1/fps); writes the checkpoint + loss.csv + loss.png to `output`."""
     torch.set_num_threads(config.threads)
-    metadata = PolicyMetadata(action_space="cartesian", dt_s=0.05, horizon=config.horizon,
+    lerobot = [root for root in roots if is_lerobot_dataset(root)]
+    if lerobot and (len(roots) > 1 or config.corrections):
+        raise ConfigError(f"a LeRobot dataset ({lerobot[0]}) trains alone: no other logs or --corrections with it")
+    dt_s = 1.0 / read_info(lerobot[0])["fps"] if lerobot else 0.05
+    metadata = PolicyMetadata(action_space="cartesian", dt_s=dt_s, horizon=config.horizon,
                               image_keys=config.cameras, image_size_hw=(config.image_size, config.image_size),
                               state_keys=config.state_keys)
-    data = load_dataset(roots, metadata, config.max_episodes, config.labels,
-                        tuple(Path(c) for c in config.corrections))
+    if lerobot:
+        data = load_lerobot_dataset(lerobot[0], metadata, config)
+    else:
+        data = load_dataset(roots, metadata, config.max_episodes, config.labels,
+                            tuple(Path(c) for c in config.corrections))
     cls = POLICY_TYPES[config.kind]
     policy = cls(cls.config_class(**{"seed": config.seed, **config.architecture}), metadata)
     policy.normalizer.fit(data.states.numpy(), data.actions.numpy())

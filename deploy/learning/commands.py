@@ -82,7 +82,8 @@ def _cmd_train_bc(ns: argparse.Namespace) -> int:
                       max_episodes=ns.max_episodes, cameras=comma_list(ns.cameras),
                       state_keys=comma_list(ns.state), image_size=ns.image_size,
                       architecture=_json_object(ns.arch, "--arch"), labels=ns.labels,
-                      corrections=tuple(ns.corrections))
+                      corrections=tuple(ns.corrections), state_feature=ns.state_feature,
+                      action_feature=ns.action_feature, image_features=comma_list(ns.image_features))
     path = train_bc([Path(d) for d in ns.demos], Path(ns.output), config)
     print(f"deploy train-bc: checkpoint written to {path}")
     return 0
@@ -113,11 +114,13 @@ def register(commands) -> None:
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds before an episode fails (default 30)")
         sub.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
 
-    train = commands.add_parser("train-bc", help="behaviour-clone a chunk policy from logged episodes",
+    train = commands.add_parser("train-bc", help="behaviour-clone a chunk policy from logged episodes or a "
+                                                 "LeRobot dataset",
                                 description="Train an ACT-style (or flow) chunk policy on successful episodes of "
-                                            "one or more episode logs, on CPU; writes a checkpoint directory with "
-                                            "a loss curve.")
-    train.add_argument("demos", nargs="*", help="episode log folders of demonstrations (e.g. runs/demos)")
+                                            "one or more episode logs, or on every episode of one LeRobotDataset "
+                                            "v3 folder, on CPU; writes a checkpoint directory with a loss curve.")
+    train.add_argument("demos", nargs="*", help="episode log folders of demonstrations (e.g. runs/demos), or one "
+                                                "LeRobotDataset v3 folder (has meta/info.json)")
     train.add_argument("--output", required=True, help="checkpoint directory to write")
     train.add_argument("--kind", default="act", help="architecture: act | flow (default act)")
     train.add_argument("--steps", type=int, default=3000, help="gradient steps (default 3000)")
@@ -133,6 +136,13 @@ def register(commands) -> None:
                        help="correction logs (teleop sessions) whose operator-controlled steps are added (HG-DAgger)")
     train.add_argument("--labels", default="proposed", choices=("proposed", "executed"),
                        help="action labels: the acting policy's proposed chunks (default) or the executed reference")
+    train.add_argument("--state-feature", default="observation.state",
+                       help="LeRobot folders: the vector feature split into --state (default observation.state)")
+    train.add_argument("--action-feature", default="action",
+                       help="LeRobot folders: the 8-D action feature, x y z qx qy qz qw gripper (default action)")
+    train.add_argument("--image-features", default="",
+                       help="LeRobot folders: the image/video feature of each --cameras entry, in order "
+                            "(default observation.images.<camera>)")
     train.add_argument("--arch", default="{}", help='architecture overrides as JSON, e.g. \'{"d_model": 64}\'')
     train.set_defaults(func=_cmd_train_bc)
 

@@ -100,3 +100,38 @@ def test_bad_mappings_are_one_line(tmp_path, capsys):
         assert export(tmp_path, bag, *args) == 2
         assert capsys.readouterr().err == f"deploy: error: {message}\n"
     assert not (tmp_path / "ds").exists() and not (tmp_path / "ds.partial").exists()
+
+
+def test_another_robots_bag_trains_a_policy_through_its_export(tmp_path, capsys):
+    """README's workflow for others' data: bag -> export-lerobot --mapping -> train-bc on the folder -> a checkpoint
+    the policy loader accepts, reading the mapped camera as its own and predicting finite chunks."""
+    from deploy.learning.lerobot_source import read_lerobot
+    from deploy.policies.checkpoint import load_checkpoint
+    from deploy.policies.learned import camera_key
+    from deploy.sensing.observation import Observation
+
+    names = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1"]
+    bag = write_bag(tmp_path / "bag", seconds=3.0, joint_hz=50.0, topics=STACK[:4], joint_names=names,
+                    storage=StoragePlugin.SQLITE3, store=get_typestore(Stores.ROS2_HUMBLE), markers_s=(0.0, 1.5))
+    mapping = tmp_path / "map.yaml"
+    width = "{topic: /proprio/joint_states, field: position, joints: [panda_finger_joint1]}"
+    mapping.write_text(f"fps: 10\nimages: {{wrist: /cameras/front/image_raw}}\n"
+                       f"state: [{{topic: /proprio/ee_pose, field: pose}}, {width}]\n"
+                       f"action: [{{topic: /controller/reference, field: pose}}, {width}]\n"
+                       "episodes: {topic: /episode_start}\n")
+    assert export(tmp_path, bag, "--mapping", str(mapping)) == 0
+    checkpoint = tmp_path / "ckpt"
+    assert main(["train-bc", str(tmp_path / "ds"), "--output", str(checkpoint), "--cameras", "wrist",
+                 "--image-features", "observation.images.wrist", "--steps", "30", "--batch-size", "8",
+                 "--image-size", "32", "--arch", json.dumps({"d_model": 32, "dim_feedforward": 64,
+                                                             "n_encoder_layers": 1, "n_decoder_layers": 1,
+                                                             "use_vae": False, "vision_channels": [8, 8]})]) == 0
+    policy = load_checkpoint(checkpoint, expected_action_space="cartesian")
+    assert policy.metadata.image_keys == ("wrist",) and policy.metadata.dt_s == 0.1
+    source = read_lerobot(tmp_path / "ds", ("ee_pose", "gripper_width"), ("wrist",), policy.metadata.horizon)
+    assert source["episodes"] == [0, 1]
+    observation = Observation(0.0, {camera_key("wrist"): source["frames"]["wrist"][3],
+                                    "ee_pose": source["state_values"]["ee_pose"][3],
+                                    "gripper_width": source["state_values"]["gripper_width"][3]}, {})
+    chunk = policy.predict_chunk(observation)
+    assert chunk.shape == (policy.metadata.horizon, 8) and np.isfinite(chunk).all()
