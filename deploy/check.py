@@ -176,13 +176,21 @@ def _check_sim(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> _Ro
     return _RobotRows(rows, cleanup, measure)
 
 
+def _address_rows(robot: str, ip: str, port: int, service: str, powered: str) -> list[Row]:
+    """The rows of an arm that has no address or does not answer on `port`; [] when it answers."""
+    if not ip:
+        return _unreachable(robot, "no address: give robot_ip:= (or robot_params.ip)")
+    why = _tcp_reachable(ip, port, service)
+    if why is not None:
+        return _unreachable(f"{robot} at {ip}", f"{why} — {powered} and this host on its network?")
+    return []
+
+
 def _check_franka(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> _RobotRows:
     ip = str(robot_params.get("ip", ""))
-    if not ip:
-        return _RobotRows(_unreachable("Franka", "no address: give robot_ip:= (or robot_params.ip)"))
-    why = _tcp_reachable(ip, FRANKA_PORT, "Franka FCI")
-    if why is not None:
-        return _RobotRows(_unreachable(f"Franka at {ip}", f"{why} — is the arm on and this host on its network?"))
+    unreachable = _address_rows("Franka", ip, FRANKA_PORT, "Franka FCI", "is the arm on")
+    if unreachable:
+        return _RobotRows(unreachable)
     from deploy.robots.franka import import_pylibfranka
     from deploy.robots.mujoco_model import MujocoRobotModel
 
@@ -217,12 +225,9 @@ def _check_franka(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> 
 
 def _check_ur(graph: ResolvedGraph, robot_params: dict, sample_s: float) -> _RobotRows:
     ip = str(robot_params.get("ip", ""))
-    if not ip:
-        return _RobotRows(_unreachable("UR", "no address: give robot_ip:= (or robot_params.ip)"))
-    why = _tcp_reachable(ip, RTDE_PORT, "UR RTDE")
-    if why is not None:
-        return _RobotRows(_unreachable(f"UR at {ip}", f"{why} — is the arm powered on and this host on its "
-                                                      "network?"))
+    unreachable = _address_rows("UR", ip, RTDE_PORT, "UR RTDE", "is the arm powered on")
+    if unreachable:
+        return _RobotRows(unreachable)
     from deploy.robots.ur import import_rtde
     from deploy.robots.ur_model import UR5eModel
 
