@@ -30,6 +30,7 @@ from deploy.policies.learned import batch_from_observations, camera_key
 from deploy.sensing.observation import Observation
 
 LABEL_SOURCES = ("proposed", "executed")
+MIN_STEPS = 4  # OneCycleLR divides by its warm-up's length in steps: at least one whole step of it
 DECODE_BATCH = 256  # steps turned into tensors at once while loading
 
 
@@ -61,8 +62,11 @@ class BCConfig:
             raise ConfigError(f"policy kind '{self.kind}' is not one of {sorted(POLICY_TYPES)}")
         if self.labels not in LABEL_SOURCES:
             raise ConfigError(f"labels '{self.labels}' is not one of {'|'.join(LABEL_SOURCES)}")
-        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
-            raise ConfigError("steps, batch_size and learning_rate must be positive")
+        if self.batch_size < 1 or not self.learning_rate > 0:
+            raise ConfigError("batch_size and learning_rate must be positive")
+        if self.steps < MIN_STEPS:
+            raise ConfigError(f"steps {self.steps}: at least {MIN_STEPS} (the learning-rate schedule's warm-up, "
+                              "peak and decay)")
 
 
 @dataclasses.dataclass
@@ -173,6 +177,14 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return shifted.gather(3, cols).unflatten(0, (b, c))
 
 
+
+def one_cycle(optimizer: torch.optim.Optimizer, learning_rate: float, steps: int):
+    """One-cycle learning rate over `steps`: a 5 % warm-up, but at least two steps of it (OneCycleLR divides by
+    the warm-up's length, zero for a short run: `train-bc --steps 20` crashed), and at most half the run."""
+    warm_up = min(0.5, max(0.05, 2.0 / steps))
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps, pct_start=warm_up)
+
+
 def train_bc(roots: list[Path], output: Path, config: BCConfig, progress: bool = True) -> Path:
     """Train on the successful episodes of the episode logs `roots`, or on every episode of one LeRobotDataset
     v3 folder (chunk spacing 1/fps); writes the checkpoint + loss.csv + loss.png to `output`."""
@@ -194,8 +206,7 @@ def train_bc(roots: list[Path], output: Path, config: BCConfig, progress: bool =
     policy.normalizer.fit(data.states.numpy(), data.actions.numpy())
     policy.train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=config.steps,
-                                                   pct_start=0.05)
+    schedule = one_cycle(optimizer, config.learning_rate, config.steps)
     generator = torch.Generator().manual_seed(config.seed)
     n, losses, started = len(data.states), [], time.monotonic()
     bar = tqdm(range(config.steps), desc=f"train-bc {config.kind} on {n} steps of {len(data.episodes)} episodes",

@@ -76,7 +76,7 @@ def test_max_episodes_and_a_missing_feature(dataset):
 
 def test_a_bad_feature_is_one_line_and_exit_2(dataset, tmp_path, capsys):
     _, root = dataset
-    assert main(["train-bc", str(root), "--output", str(tmp_path / "ckpt"), "--steps", "2",
+    assert main(["train-bc", str(root), "--output", str(tmp_path / "ckpt"), "--steps", "30",
                  "--action-feature", "action.joints"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "action feature 'action.joints' is missing" in err
