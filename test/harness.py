@@ -32,6 +32,19 @@ def ros_environment(domain_id: int) -> dict[str, str]:
     return env
 
 
+
+def interrupt_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
+    """Ctrl-C a node process started in its own session; SIGKILL its group if it has not stopped `timeout_s`
+    later (nothing of a test may survive it). -> its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode
+
 class Probe:
     """An rclpy node in the test process, on its own context/domain, spun in a background thread."""
 

@@ -15,7 +15,7 @@ from deploy.nodes.common import SENSOR_QOS
 from deploy.nodes.conversions import chunk_from_msg, chunk_to_msg, pose_from_msg, time_from_msg
 from deploy.policies.expert import PushExpert
 from geometry_msgs.msg import PoseStamped
-from harness import ros_environment, wait_until
+from harness import interrupt_process, ros_environment, wait_until
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, String
@@ -33,19 +33,6 @@ GLIDE_SPEED_M_S = 0.45  # at a takeover: the operator's 0.2 m/s plus the glide (
 # operator chunk, which adds up to ~2x); a jump would be clipped at exactly the safety layer's 0.5 m/s
 SAFETY_SPEED_CLIP_M_S = 0.5  # the measured TCP at a keyboard takeover: the operator starts at the measured TCP,
 # so the reference drops the arm's lag behind the circle and the arm settles there; a jump would be clipped here
-
-
-def interrupt_process(proc, reader):
-    """Ctrl-C a node process (its own session); SIGKILL its group if it has not stopped 15 s later."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    reader.join(timeout=5)
-    return proc.returncode
 
 
 class NodeProcess:
@@ -67,7 +54,9 @@ class NodeProcess:
         return "\n".join(self.lines)
 
     def stop(self):
-        return interrupt_process(self.proc, self._reader)
+        code = interrupt_process(self.proc)
+        self._reader.join(timeout=5)
+        return code
 
 
 @pytest.fixture
@@ -279,7 +268,8 @@ class Terminal:
         return "".join(self.chunks)
 
     def stop(self):
-        code = interrupt_process(self.proc, self._reader)
+        code = interrupt_process(self.proc)
+        self._reader.join(timeout=5)
         os.close(self.master)
         return code
 

@@ -25,7 +25,7 @@ from deploy.nodes.common import SENSOR_QOS
 from deploy.nodes.conversions import image_to_msg, joint_state_to_msg, pose_to_msg
 from deploy.policies.checkpoint import weights_sha256
 from deploy.policies.runtime import ExecutedFractionTrigger, committed_prefix, write_random_checkpoint
-from harness import ros_environment, wait_until
+from harness import interrupt_process, ros_environment, wait_until
 
 TINY = dict(d_model=32, n_heads=2, dim_feedforward=64, n_encoder_layers=1, n_decoder_layers=1,
             n_vae_encoder_layers=1, vision_channels=(8, 8, 16), n_keypoints=8)
@@ -73,13 +73,7 @@ def start_node(domain_id, *params):
 
 
 def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    interrupt_process(proc, timeout_s=10)
 
 
 def call(probe, srv_type, name, request, timeout_s=10.0):

@@ -12,7 +12,7 @@ from deploy.cli import main
 from deploy.learning.lerobot_source import read_lerobot
 from deploy.nodes.common import SENSOR_QOS
 from deploy.nodes.conversions import image_to_msg, joint_state_to_msg, pose_to_msg
-from harness import ros_environment, wait_until
+from harness import interrupt_process, ros_environment, wait_until
 from test_lerobot_training import SMALL, STATE, dataset  # noqa: F401 (the fixture)
 
 
@@ -51,10 +51,4 @@ def test_the_policy_node_runs_a_checkpoint_trained_on_a_lerobot_folder(dataset, 
                    t.rotation.w] for p in chunk.points for t in p.transforms]
         assert np.isfinite(values).all()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(2)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        interrupt_process(proc, timeout_s=10)
