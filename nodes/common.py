@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from deploy.errors import ConfigError, DeployError, RobotConnectionError
 from deploy.sensing.cameras import CameraError
 
 ConfigT = TypeVar("ConfigT")
+STOP_WATCHDOG_S = 30.0  # a stop request not finished by then is a hang: stacks printed, exit 1
 
 SENSOR_QOS = qos_profile_sensor_data  # REP-2003: best effort, shallow, for camera/state streams
 COMMAND_QOS = QoSProfile(depth=10)  # reliable: chunks and commands must not be dropped silently
@@ -140,8 +142,12 @@ class _StopSignals:
     def __call__(self, signum, frame):
         first = not self.requested.is_set()
         self.requested.set()
-        if first and self.interrupt:
-            raise KeyboardInterrupt
+        if first:
+            # A stop that hangs (a thread or a C++ teardown that never returns) must not leave a live process
+            # until SIGKILL: print every thread's stack, which names where it hung, and exit 1.
+            faulthandler.dump_traceback_later(STOP_WATCHDOG_S, exit=True)
+            if self.interrupt:
+                raise KeyboardInterrupt
 
 
 def run_node(make_node: Callable[[], Node], executor_cls=None, skip_teardown: bool = False) -> None:

@@ -134,7 +134,7 @@ class LoopRunner:
         """Stop the thread, then the robot (idempotent)."""
         self._running = False
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=10.0)  # a tick waits at most THREAD_WAIT_S; 10 s is a loaded machine
         self._stop_robot()
 
     def _stop_robot(self) -> None:
