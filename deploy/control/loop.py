@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -32,6 +33,8 @@ from deploy.robots.base import ARM_DOF, Capability, Robot, RobotState
 
 SPLICE_LEAD_S = 0.01  # a chunk takes over at least this long after the last tick: time to build its plan
 MAX_SPLICE_LEAD_S = 0.1  # ... and at most this long: the lead follows twice the last build time in between
+DEFAULT_REALTIME_PRIORITY = 80  # SCHED_FIFO of the loop and the sim's physics: above threaded IRQs (50)
+SWITCH_INTERVAL_S = 0.0002  # interpreter lock hand-over bound in a process with a real-time thread
 IK_UNREACHED_M, IK_UNREACHED_RAD = 0.001, 0.01  # IK residual beyond which the reference counts as unreachable
 
 
@@ -277,11 +280,14 @@ class ControlLoop:
 
 
 def request_realtime_priority(priority: int) -> str:
-    """Put the calling thread under SCHED_FIFO at `priority` (1..99; 0 = leave it), as a real-time control
-    thread should run. Returns what happened, for the log; never raises (without the right, the loop still
-    runs, with more jitter)."""
+    """Put the calling thread under SCHED_FIFO at `priority` (1..98; 0 = leave it), as a real-time control
+    thread should run, and cut the process's interpreter switch interval to SWITCH_INTERVAL_S: a thread under
+    normal scheduling holding the lock the real-time thread waits for hands it over within that (else up to
+    5 ms, or longer while the OS preempts it). Returns what happened, for the log; never raises (without the
+    right, the loop still runs, with more jitter)."""
     if priority <= 0:
         return "normal scheduling (realtime_priority 0)"
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except (PermissionError, OSError) as error:

@@ -1,9 +1,16 @@
 """Runs the control loop and judges its health, ROS-free: the node only publishes what `tick` and `health` give.
 
 The loop runs in its own thread paced by the robot's samples (`start`), or one tick per call from an executor
-timer (`step`). A robot that goes away (the backend raises, or no new sample for `robot_timeout_s`) is fatal:
-the runner stops commanding at once (`Robot.stop`: the arm's own controller holds or brakes), remembers the
-cause, and `health` turns ERROR naming it. The runner never restarts the loop: the node reports and exits,
+timer (`step`). The thread that starts the loop thread (the node's executor) goes one SCHED_FIFO priority
+below it: it splices chunks (milliseconds of Python) and runs rclpy's executor, and under normal scheduling it
+held the interpreter lock while the OS preempted it, so the real-time tick waited behind it (priority inversion:
+8-20 % missed deadlines with chunks at 10 Hz, 1 % without). Now it hands the lock to a waiting tick within the
+switch interval `request_realtime_priority` sets. The tick's compiled kernels keep the lock (numba without
+`nogil`): releasing it at every kernel call let the executor take it and cost the tick a switch interval each.
+
+A robot that goes away (the backend raises, or no new sample for `robot_timeout_s`) is fatal: the runner stops
+commanding at once (`Robot.stop`: the arm's own controller holds or brakes), remembers the cause, and `health`
+turns ERROR naming it. The runner never restarts the loop: the node reports and exits,
 and a graph that requires the controller stops with it. A dead control loop inside a live process, with
 diagnostics still saying WARN, is the one failure mode this module exists to rule out.
 """
@@ -15,7 +22,7 @@ import time
 from typing import Callable, Sequence
 
 from deploy.control.chunks import CARTESIAN, JOINT
-from deploy.control.loop import ControlLoop, TickRecord, request_realtime_priority
+from deploy.control.loop import DEFAULT_REALTIME_PRIORITY, ControlLoop, TickRecord, request_realtime_priority
 from deploy.errors import ConfigError, DeployError, RobotLostError
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic levels (the numbers of diagnostic_msgs/DiagnosticStatus)
@@ -32,8 +39,8 @@ class ControllerConfig:
     action_space: str = "cartesian"  # chunks executed: cartesian (~/chunk) or joint (~/joint_chunk)
     state_publish_rate_hz: float = 250.0  # /robot/joint_states (and /robot/ee_wrench) rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
-    realtime_priority: int = 0  # SCHED_FIFO priority of the control thread (0 = normal scheduling; on 2 loaded
-    # cores FIFO starved the DDS threads: /robot/joint_states fell from >100 to 20 Hz. Use it with spare cores.)
+    realtime_priority: int = DEFAULT_REALTIME_PRIORITY  # SCHED_FIFO priority of the control thread (the node's
+    # executor one below); 0 = normal scheduling. Refused without the right (no CAP_SYS_NICE / rtprio): said, not fatal
     loop_runner: str = "thread"  # "thread": own thread paced by the robot's samples; "timer": an executor timer
     # at the robot's period (measured worse in the whole graph: bench/graph_loop.py --runner, README)
     connect_timeout_s: float = 60.0  # keep retrying the robot this long at start-up, then fail naming it [s]
@@ -42,6 +49,8 @@ class ControllerConfig:
     def __post_init__(self):
         if self.action_space not in SPACES:
             raise ConfigError(f"action_space '{self.action_space}' (choose {'|'.join(SPACES)})")
+        if not 0 <= self.realtime_priority <= 98:
+            raise ConfigError(f"realtime_priority {self.realtime_priority} outside [0, 98] (0 = normal scheduling)")
         if self.loop_runner not in LOOP_RUNNERS:
             raise ConfigError(f"loop_runner '{self.loop_runner}' (choose {'|'.join(LOOP_RUNNERS)})")
         for name, high in (("connect_timeout_s", 600.0), ("robot_timeout_s", 60.0)):
@@ -84,11 +93,13 @@ class LoopRunner:
         self._stop_lock = threading.Lock()
 
     def start(self, realtime_priority: int = 0) -> None:
-        """Run the loop in its own thread (SCHED_FIFO at `realtime_priority` when > 0 and allowed)."""
+        """Run the loop in its own thread, SCHED_FIFO at `realtime_priority` when > 0 and allowed; the calling
+        thread (the node's executor, which splices chunks into the plan) goes one priority below it."""
         self._running = True
         self._thread = threading.Thread(target=self._run, args=(realtime_priority,), name="control_loop",
                                         daemon=True)
         self._thread.start()
+        request_realtime_priority(max(0, realtime_priority - 1))
 
     def _run(self, realtime_priority: int) -> None:
         self.scheduling = request_realtime_priority(realtime_priority)

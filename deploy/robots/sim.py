@@ -2,8 +2,6 @@
 real arm over its fieldbus. Kinematics and dynamics come from MuJoCo (the stand-in for libfranka's model)."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from numba import njit
 
@@ -13,10 +11,8 @@ from deploy.robots.mujoco_model import MujocoRobotModel
 from deploy.sim.link import STALE_AFTER_S, LinkClient
 from deploy.sim.physics import GRIPPER_OPEN_WIDTH_M
 
-SPIN_BEFORE_SLEEP = 20  # polls before falling back to 50 µs sleeps (spinning starves DDS threads)
 
-
-@njit(nogil=True, cache=True)
+@njit(cache=True)
 def _finite_clipped(tau_nm, limits_nm):
     """NaN -> 0, everything else clipped to +-limits: what the link may carry to the sim."""
     out = np.empty(tau_nm.shape[0])
@@ -51,25 +47,19 @@ class SimRobot(Robot):
         return self._read()
 
     def wait_for_state(self, after_seq: int, timeout_s: float) -> RobotState | None:
-        """Block until the sim publishes a sample newer than `after_seq` (its 1 kHz clock paces the loop).
+        """Block until the sim publishes a sample newer than `after_seq` (its 1 kHz clock paces the loop); the
+        wait sleeps on the link's state doorbell, holding neither a core nor the interpreter lock.
 
         Raises RobotConnectionError once the sim's heartbeat is older than STALE_AFTER_S (process gone)."""
         link = self._connected_link()
-        deadline = time.monotonic() + timeout_s
-        polls = 0
-        while True:
-            if link.state_seq() > after_seq:
-                state = self._read()
-                if state is not None and state.seq > after_seq:
-                    return state
-            if time.monotonic() > deadline:
-                if link.heartbeat_age_s() > STALE_AFTER_S:
-                    raise RobotConnectionError(f"the sim on link '{link.name}' stopped: no state for "
-                                               f"{link.heartbeat_age_s():.1f} s (sim process gone?)")
-                return None
-            polls += 1
-            if polls > SPIN_BEFORE_SLEEP:
-                time.sleep(0.00005)
+        if link.wait_for_state_after(after_seq, timeout_s):
+            state = self._read()
+            if state is not None and state.seq > after_seq:
+                return state
+        elif link.heartbeat_age_s() > STALE_AFTER_S:
+            raise RobotConnectionError(f"the sim on link '{link.name}' stopped: no state for "
+                                       f"{link.heartbeat_age_s():.1f} s (sim process gone?)")
+        return None
 
     def _connected_link(self) -> LinkClient:
         if self._link is None:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploy.control.loop import request_realtime_priority
+from deploy.control.loop import DEFAULT_REALTIME_PRIORITY, request_realtime_priority
 from deploy.errors import ConfigError, RobotConnectionError
 from deploy.lists import comma_list
 from deploy.sim import scene
@@ -41,11 +41,14 @@ class SimConfig:
     command_timeout_s: float = 0.02  # older commands engage the brakes [s, robot time]
     lockstep_timeout_s: float = 0.5  # lockstep: wall time to wait for the controller before braking [s]
     link_name: str = ""  # "" = deploy.sim.link.default_link_name()
-    realtime_priority: int = 0  # SCHED_FIFO priority of the physics thread (0 = normal scheduling)
+    realtime_priority: int = DEFAULT_REALTIME_PRIORITY  # SCHED_FIFO priority of the physics thread in real time
+    # (0 = normal scheduling; lockstep always runs normally: it renders in that thread, and waits anyway)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"sim mode '{self.mode}' (choose {'|'.join(MODES)})")
+        if not 0 <= self.realtime_priority <= 98:
+            raise ConfigError(f"sim realtime_priority {self.realtime_priority} outside [0, 98] (0 = normal scheduling)")
         unknown = [name for name in self.camera_names if name not in scene.CAMERAS]
         if unknown:
             raise ConfigError(f"sim camera(s) {unknown} do not exist (the scene has {sorted(scene.CAMERAS)})")
@@ -74,6 +77,7 @@ class SimRunner:
         self.steps = 0
         self.late_steps = 0
         self.stopped = threading.Event()
+        self.scheduling = "normal scheduling"  # what the physics thread's real-time priority request came to
         self._state_seq = 0
         self._controller_answering = False
         self._answers_seq_at_miss = -1  # what the controller had answered when it last missed a deadline
@@ -127,8 +131,6 @@ class SimRunner:
 
     def run(self) -> None:
         """Blocks until stop(); always closes the link and the renderer."""
-        # Physics plays hardware: it runs above the rest of the graph, next to the controller (see loop.py).
-        request_realtime_priority(self.config.realtime_priority)
         try:
             with self.lock:
                 self._publish_state()
@@ -162,6 +164,10 @@ class SimRunner:
                 args=(self.link_name, self.config.image_width, self.config.image_height, self.config.camera_rate_hz,
                       self.config.camera_names))
             renderer.start()
+        # Physics plays hardware: it runs above the rest of the graph, next to the controller (see runner.py).
+        # Only now: a process started from a SCHED_FIFO thread inherits it (the renderer's threads did, and
+        # software rendering at that priority stalled every other process for a frame at a time).
+        self.scheduling = request_realtime_priority(self.config.realtime_priority)
         dt_s = scene.CONTROL_TIMESTEP_S
         deadline = time.monotonic()
         while not self.stopped.is_set():
@@ -193,7 +199,7 @@ class SimRunner:
             renderer.close()
 
     def _wait_for_answer(self) -> bool:
-        """Lockstep: wait (spin briefly, then sleep-poll) until the controller answered the latest state.
+        """Lockstep: wait (asleep on the link's command doorbell) until the controller answered the latest state.
 
         Once the controller missed a deadline and answered nothing since the previous miss, wait only one tick
         until it answers again, so a sim with no controller still advances (braked) instead of crawling. A
@@ -201,20 +207,18 @@ class SimRunner:
         """
         timeout_s = self.config.lockstep_timeout_s if self._controller_answering else scene.CONTROL_TIMESTEP_S
         deadline = time.monotonic() + timeout_s
-        spins = 0
         while not self.stopped.is_set():
             command = self.link.read_command()
             if command is not None and command.answers_seq >= self._state_seq:
                 self._controller_answering = True
                 return True
-            if time.monotonic() > deadline:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
                 answered_seq = -1 if command is None else command.answers_seq
                 self._controller_answering = answered_seq != self._answers_seq_at_miss
                 self._answers_seq_at_miss = answered_seq
                 return False
-            spins += 1
-            if spins > 200:
-                time.sleep(0.00005)
+            self.link.command_bell.wait(min(remaining_s, 0.05))  # 0.05: see stop() within that
         return False
 
 
