@@ -5,7 +5,8 @@
 Starts the sim graph with the production runner, the controller's `loop_runner` set as asked (its own thread
 paced by the robot's samples, or an rclpy timer on the node's executor), reads the controller's /diagnostics
 (rate on the robot clock, p99 |period - 1 ms|, missed deadlines, tick compute p99) once a second and prints
-medians over the run, with the load average.
+medians over the run, robot time per wall second (the report stamps against their arrival: 1.0 in real time, the
+speed of `sim_mode:=lockstep`), and the load average.
 """
 from __future__ import annotations
 
@@ -57,11 +58,15 @@ def measure(runner_kind: str, seconds: float, launch_args: list[str]) -> dict[st
         load = os.getloadavg()
         rows = [{kv.key: kv.value for kv in s.values} for t, m in diagnostics for s in m.status
                 if s.name == "controller: loop" and t >= start]
+        stamps = [(t, m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec) for t, m in diagnostics
+                  for s in m.status if s.name == "controller: loop" and t >= start]
     finally:
         runner.request_stop()
         thread.join(timeout=60)
         probe.close()
     medians = {key: statistics.median(float(r[key]) for r in rows) for key in KEYS}
+    # robot time per wall second (1.0 in real time; lockstep runs as fast as the graph answers)
+    medians["robot_time_per_wall"] = (stamps[-1][1] - stamps[0][1]) / (stamps[-1][0] - stamps[0][0])
     print(f"runner={runner_kind}: " + "  ".join(f"{k} {v:.2f}" for k, v in medians.items())
           + f"  (median of {len(rows)} reports; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", flush=True)
     return medians
