@@ -32,13 +32,10 @@ STATE_BACKLOG_QOS = QoSProfile(depth=100, reliability=SENSOR_QOS.reliability, hi
 class ProprioceptionConfig:
     robot: str = "sim"  # which kinematic model computes the TCP pose
     rate_hz: float = 100.0  # publish rate in the samples' clock [Hz]; at most the controller's state rate
-    max_lag_s: float = 0.1  # samples older than this on arrival (node clock) are dropped, not published [s]
 
     def __post_init__(self):
         if not 1.0 <= self.rate_hz <= 1000.0:
             raise ConfigError(f"rate_hz {self.rate_hz} outside [1, 1000]")
-        if not 0.0 < self.max_lag_s <= 10.0:
-            raise ConfigError(f"max_lag_s {self.max_lag_s} outside (0, 10]")
 
 
 class ProprioceptionNode(Node):
@@ -56,12 +53,6 @@ class ProprioceptionNode(Node):
         self.create_subscription(WrenchStamped, "/robot/ee_wrench", self.on_wrench, STATE_BACKLOG_QOS)
 
     def on_state(self, msg: JointState):
-        """A starved process works through its deep backlog: samples already older than `max_lag_s` are dropped
-        unpublished, so it catches up instead of lagging by the whole queue (0.4-1 s measured beside a busy
-        loop, where every consumer rejected the poses as stale)."""
-        stamp_s = time_from_msg(msg.header.stamp)
-        if self.get_clock().now().nanoseconds * 1e-9 - stamp_s > self.config.max_lag_s:
-            return
         stamp_s, q, dq, tau, gripper = joint_state_from_msg(msg)
         if not self.decimator.accept(stamp_s):
             return

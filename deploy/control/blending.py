@@ -128,7 +128,7 @@ def dense_grid(start_s: float, knot_times_s: np.ndarray, end_s: float, dt_s: flo
     return np.concatenate((bounds[seg] + span[seg] * sub / n[seg], bounds[-1:]))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _sample_plan(times_s, values, slopes, t_s, quat_start, quat_stop, out):
     """out (A,) = the plan at t_s: held before the first and after the last grid time, else a lerp between
     grid points with the quaternion columns [quat_start, quat_stop) renormalised (quat_start < 0: none)."""
@@ -148,7 +148,7 @@ def _sample_plan(times_s, values, slopes, t_s, quat_start, quat_stop, out):
             out[a] /= norm
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _sample_plan_many(times_s, values, slopes, ts_s, quat_start, quat_stop):
     out = np.empty((ts_s.shape[0], values.shape[1]))
     for k in range(ts_s.shape[0]):

@@ -5,7 +5,7 @@ so the commanded force stays bounded however stiff the gains are; the torque cha
 target and the gains are low-pass filtered, so coarse references and run-time gain changes never step.
 Per-tick rates are defined for a 1 ms tick and rescaled by the actual `dt_s`.
 
-Each law is one compiled kernel (numba, cached on disk and compiled when a law is built, not in
+Each law is one compiled kernel (numba, GIL released, cached on disk and compiled when a law is built, not in
 the first tick): the model's quantities and the law's filter states go in as preallocated arrays, so a tick is
 one call instead of some fifty interpreted numpy operations on 3-7 element arrays.
 """
@@ -60,13 +60,13 @@ class BoundedConfig:
         return dataclasses.replace(self, **changes)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _per_tick_rate(coefficient: float, dt_s: float) -> float:
     """First-order filter coefficient defined per 1 ms tick, converted to a step of `dt_s`."""
     return 1.0 - (1.0 - coefficient) ** (max(dt_s, 0.0) / TICK_S)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _shape_torque(tau_active_nm, tau_active_previous_nm, tau_gravity_nm, add_gravity, max_rate_nm_per_tick, dt_s,
                   torque_limits_nm):
     """Torque-rate limiting of the active torque (state `tau_active_previous_nm` (n,) updated in place) and
@@ -81,7 +81,7 @@ def _shape_torque(tau_active_nm, tau_active_previous_nm, tau_gravity_nm, add_gra
     return out
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _task_space_inertia_from_inverse(jacobian, mass_inverse):
     mobility = matmul(matmul(jacobian, mass_inverse), jacobian.T)  # (6, 6)
     for i in range(6):
@@ -89,13 +89,13 @@ def _task_space_inertia_from_inverse(jacobian, mass_inverse):
     return spd_inverse(mobility)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def task_space_inertia(jacobian, mass_matrix):
     """(6, 6) Lambda = (J M^-1 J^T + eps I)^-1 [kg, kg m^2]."""
     return _task_space_inertia_from_inverse(jacobian, spd_inverse(mass_matrix))
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def task_space_damping(inertia, stiffness, ratio):
     """(6, 6) D = zeta (A K1 + K1 A), A = Lambda^(1/2), K1 = sqrt(diag stiffness)."""
     inertia_sqrt = psd_sqrt(inertia)
@@ -107,7 +107,7 @@ def task_space_damping(inertia, stiffness, ratio):
     return damping
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _cartesian_torque(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, position_m, quat_xyzw, jacobian,
                       mass_matrix, tau_gravity_nm, tau_coriolis_nm, tau_extra_nm, torque_limits_nm,
                       config_gains, error_limit, posture_q_rad, damping_ratio, target_filter_per_tick,
@@ -146,7 +146,7 @@ def _cartesian_torque(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, posi
                          dt_s, torque_limits_nm)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _joint_torque(q_rad, dq_rad_s, target_q_rad, mass_matrix, tau_gravity_nm, tau_coriolis_nm, tau_extra_nm,
                   torque_limits_nm, config_stiffness, error_limit, damping_ratio, target_filter_per_tick,
                   gain_filter_per_tick, max_rate_nm_per_tick, add_gravity, filtered_q_rad, stiffness,

@@ -16,7 +16,7 @@ _JACOBI_SWEEPS = 20  # upper bound; 6x6 inertias converge to machine precision i
 _JACOBI_TOLERANCE = 1e-26  # stop when the squared off-diagonal mass is below this times the squared diagonal
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def spd_inverse(matrix):
     """(n, n) inverse of a symmetric positive definite matrix, by Cholesky (M = L L^T, M^-1 = L^-T L^-1)."""
     n = matrix.shape[0]
@@ -51,7 +51,7 @@ def spd_inverse(matrix):
     return inverse
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def matmul(a, b):
     """(n, m) @ (m, k) written out: BLAS through numba costs more than the product on these sizes."""
     out = np.zeros((a.shape[0], b.shape[1]))
@@ -63,7 +63,7 @@ def matmul(a, b):
     return out
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def matvec(a, x):
     """(n, m) @ (m,) written out."""
     out = np.zeros(a.shape[0])
@@ -73,7 +73,7 @@ def matvec(a, x):
     return out
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def psd_sqrt(matrix):
     """(n, n) symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues, from
     rounding, count as zero), by cyclic Jacobi rotations: A = V diag(sqrt(max(w, 0))) V^T."""

@@ -33,7 +33,6 @@ from deploy.robots.base import ARM_DOF, Capability, Robot, RobotState
 
 SPLICE_LEAD_S = 0.01  # a chunk takes over at least this long after the last tick: time to build its plan
 MAX_SPLICE_LEAD_S = 0.1  # ... and at most this long: the lead follows twice the last build time in between
-DEFAULT_REALTIME_PRIORITY = 80  # SCHED_FIFO of the loop and the sim's physics: above threaded IRQs (50)
 SWITCH_INTERVAL_S = 0.0002  # interpreter lock hand-over bound in a process with a real-time thread
 IK_UNREACHED_M, IK_UNREACHED_RAD = 0.001, 0.01  # IK residual beyond which the reference counts as unreachable
 

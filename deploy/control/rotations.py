@@ -1,4 +1,4 @@
-"""Small-rotation maths for the 1 kHz loop, compiled (numba).
+"""Small-rotation maths for the 1 kHz loop, compiled (numba, GIL released).
 
 scipy's Rotation is the reference (and is used everywhere off the hot path), but each Rotation object costs
 tens of µs; the impedance law and the safety layer need a few per tick, inside their compiled kernels. The
@@ -15,7 +15,7 @@ from numba import njit
 _TINY = 1e-15  # below this a rotation axis is undefined (MuJoCo's mjMINVAL)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def local_rotvec_into(from_xyzw, to_xyzw, out):
     """out (3,) = r in `from`'s frame with from · exp(r) = to, the shortest way [rad]."""
     fx, fy, fz, fw = -from_xyzw[0], -from_xyzw[1], -from_xyzw[2], from_xyzw[3]  # conjugate of `from`
@@ -35,7 +35,7 @@ def local_rotvec_into(from_xyzw, to_xyzw, out):
     out[0], out[1], out[2] = x * scale, y * scale, z * scale
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def apply_local_rotvec_into(from_xyzw, rotvec_local, out):
     """out (4,) = normalised(from) · exp(r), r in `from`'s frame; `out` may alias `from_xyzw`."""
     angle = math.sqrt(rotvec_local[0] ** 2 + rotvec_local[1] ** 2 + rotvec_local[2] ** 2)
@@ -52,7 +52,7 @@ def apply_local_rotvec_into(from_xyzw, rotvec_local, out):
     out[3] = aw * bw - ax * bx - ay * by - az * bz
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def rotate_into(quat_xyzw, vector, out):
     """out (3,) = R(quat) vector; `out` may alias `vector`."""
     x, y, z, w = quat_xyzw[0], quat_xyzw[1], quat_xyzw[2], quat_xyzw[3]
@@ -63,7 +63,7 @@ def rotate_into(quat_xyzw, vector, out):
     out[2] = vz + w * tz + (x * ty - y * tx)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def base_frame_error_into(current_xyzw, target_xyzw, out):
     """out (3,) = rotation vector of R_current · R_target⁻¹, expressed in the base frame [rad]."""
     local_rotvec_into(target_xyzw, current_xyzw, out)  # in the target frame

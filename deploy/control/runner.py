@@ -1,17 +1,17 @@
 """Runs the control loop and judges its health, ROS-free: the node only publishes what `tick` and `health` give.
 
 The loop runs in its own thread paced by the robot's samples (`start`), or one tick per call from an executor
-timer (`step`). The thread that starts the loop thread (the node's executor) goes one SCHED_FIFO priority
-below it: it splices chunks (milliseconds of Python) and runs rclpy's executor, and under normal scheduling it
-held the interpreter lock while the OS preempted it, so the real-time tick waited behind it (priority inversion:
-8-20 % missed deadlines with chunks at 10 Hz, 1 % without). Now it hands the lock to a waiting tick within the
-switch interval `request_realtime_priority` sets. The tick's compiled kernels keep the lock (numba without
-`nogil`): releasing it at every kernel call let the executor take it and cost the tick a switch interval each.
+timer (`step`). With `realtime_priority` > 0 the loop thread runs SCHED_FIFO and the thread that starts it
+(the node's executor, which splices chunks: milliseconds of Python) one priority below: under normal scheduling
+that thread held the interpreter lock while the OS preempted it and the real-time tick waited behind it
+(priority inversion: FIFO on the loop thread alone left 16 % missed deadlines in the whole sim graph, with the
+executor one below 3 %); it hands the lock to a waiting tick within the switch interval
+`request_realtime_priority` sets.
 
 A robot that goes away (the backend raises, or no new sample for `robot_timeout_s`) is fatal: the runner stops
 commanding at once (`Robot.stop`: the arm's own controller holds or brakes), remembers the cause, and `health`
-turns ERROR naming it. The runner never restarts the loop: the node reports and exits,
-and a graph that requires the controller stops with it. A dead control loop inside a live process, with
+turns ERROR naming it. The runner never restarts the loop: the node reports and exits, and a graph that
+requires the controller stops with it. A dead control loop inside a live process, with
 diagnostics still saying WARN, is the one failure mode this module exists to rule out.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from typing import Callable, Sequence
 
 from deploy.control.chunks import CARTESIAN, JOINT
-from deploy.control.loop import DEFAULT_REALTIME_PRIORITY, ControlLoop, TickRecord, request_realtime_priority
+from deploy.control.loop import ControlLoop, TickRecord, request_realtime_priority
 from deploy.errors import ConfigError, DeployError, RobotLostError
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic levels (the numbers of diagnostic_msgs/DiagnosticStatus)
@@ -39,8 +39,10 @@ class ControllerConfig:
     action_space: str = "cartesian"  # chunks executed: cartesian (~/chunk) or joint (~/joint_chunk)
     state_publish_rate_hz: float = 250.0  # /robot/joint_states (and /robot/ee_wrench) rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
-    realtime_priority: int = DEFAULT_REALTIME_PRIORITY  # SCHED_FIFO priority of the control thread (the node's
-    # executor one below); 0 = normal scheduling. Refused without the right (no CAP_SYS_NICE / rtprio): said, not fatal
+    realtime_priority: int = 0  # SCHED_FIFO priority of the control thread, the node's executor one below; 0 =
+    # normal scheduling. 80 with config/realtime.yaml (README "Real-time scheduling"): off by default because on
+    # 2 cores the real-time threads left the policy's inputs too little CPU beside other load. Refused without the
+    # right (no CAP_SYS_NICE / rtprio): said on /diagnostics, not fatal
     loop_runner: str = "thread"  # "thread": own thread paced by the robot's samples; "timer": an executor timer
     # at the robot's period (measured worse in the whole graph: bench/graph_loop.py --runner, README)
     connect_timeout_s: float = 60.0  # keep retrying the robot this long at start-up, then fail naming it [s]

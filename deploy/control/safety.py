@@ -102,7 +102,7 @@ def _finite(array, shape: tuple[int, ...]) -> np.ndarray | None:
 _WORKSPACE, _ORIENTATION, _SPEED = 1, 2, 4  # bits of the Cartesian kernel's trip flags
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _unit_pose(position_m, quat_xyzw, pose):
     """pose (7,) = [position; unit quaternion]; False (pose untouched) if not finite or the quaternion is ~0."""
     norm = math.sqrt(quat_xyzw[0] ** 2 + quat_xyzw[1] ** 2 + quat_xyzw[2] ** 2 + quat_xyzw[3] ** 2)
@@ -113,7 +113,7 @@ def _unit_pose(position_m, quat_xyzw, pose):
     return True
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _clamp_and_limit_pose(pose, candidate, dt_s, workspace_min_m, workspace_max_m, nominal_quat_xyzw,
                           max_orientation_error_rad, max_tcp_speed_m_per_s, max_angular_speed_rad_per_s):
     """Move the safe pose (7,) in place towards `candidate` (7,): clamped into the box and the orientation cone,
@@ -149,7 +149,7 @@ def _clamp_and_limit_pose(pose, candidate, dt_s, workspace_min_m, workspace_max_
     return flags
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _joint_limit_torque(q_rad, limits_rad, margin_rad, gain_nm_per_rad, out):
     """out (n,) [Nm] = spring pushing away from joint limits inside the margin. Returns -1 if q is not finite
     (out undefined), 1 if some joint is inside its margin, else 0."""

@@ -10,7 +10,7 @@ from deploy.robots.base import ARM_DOF, Dynamics, RobotModel
 from deploy.sim.scene import ARM_JOINTS, TCP_SITE, build_robot_model
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _gather(dof_idx, site_xpos, site_quat_wxyz, jac_pos, jac_rot, full_mass, rne, out_position_m, out_quat_xyzw,
             out_jacobian, out_mass, out_gravity_nm):
     """The arm's share of MuJoCo's results: (3, nv) Jacobians, (nv, nv) inertia, (nv,) RNE; wxyz -> xyzw."""
@@ -27,7 +27,7 @@ def _gather(dof_idx, site_xpos, site_quat_wxyz, jac_pos, jac_rot, full_mass, rne
                                                                               site_quat_wxyz[3], site_quat_wxyz[0])
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _coriolis(dof_idx, rne, gravity_nm, out_coriolis_nm):
     for j in range(dof_idx.shape[0]):
         out_coriolis_nm[j] = rne[dof_idx[j]] - gravity_nm[j]

@@ -2,6 +2,8 @@
 real arm over its fieldbus. Kinematics and dynamics come from MuJoCo (the stand-in for libfranka's model)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from numba import njit
 
@@ -11,8 +13,10 @@ from deploy.robots.mujoco_model import MujocoRobotModel
 from deploy.sim.link import STALE_AFTER_S, LinkClient
 from deploy.sim.physics import GRIPPER_OPEN_WIDTH_M
 
+SPIN_BEFORE_SLEEP = 20  # polls before falling back to 50 µs sleeps (spinning starves DDS threads)
 
-@njit(cache=True)
+
+@njit(nogil=True, cache=True)
 def _finite_clipped(tau_nm, limits_nm):
     """NaN -> 0, everything else clipped to +-limits: what the link may carry to the sim."""
     out = np.empty(tau_nm.shape[0])
@@ -47,19 +51,25 @@ class SimRobot(Robot):
         return self._read()
 
     def wait_for_state(self, after_seq: int, timeout_s: float) -> RobotState | None:
-        """Block until the sim publishes a sample newer than `after_seq` (its 1 kHz clock paces the loop); the
-        wait sleeps on the link's state doorbell, holding neither a core nor the interpreter lock.
+        """Block until the sim publishes a sample newer than `after_seq` (its 1 kHz clock paces the loop).
 
         Raises RobotConnectionError once the sim's heartbeat is older than STALE_AFTER_S (process gone)."""
         link = self._connected_link()
-        if link.wait_for_state_after(after_seq, timeout_s):
-            state = self._read()
-            if state is not None and state.seq > after_seq:
-                return state
-        elif link.heartbeat_age_s() > STALE_AFTER_S:
-            raise RobotConnectionError(f"the sim on link '{link.name}' stopped: no state for "
-                                       f"{link.heartbeat_age_s():.1f} s (sim process gone?)")
-        return None
+        deadline = time.monotonic() + timeout_s
+        polls = 0
+        while True:
+            if link.state_seq() > after_seq:
+                state = self._read()
+                if state is not None and state.seq > after_seq:
+                    return state
+            if time.monotonic() > deadline:
+                if link.heartbeat_age_s() > STALE_AFTER_S:
+                    raise RobotConnectionError(f"the sim on link '{link.name}' stopped: no state for "
+                                               f"{link.heartbeat_age_s():.1f} s (sim process gone?)")
+                return None
+            polls += 1
+            if polls > SPIN_BEFORE_SLEEP:
+                time.sleep(0.00005)
 
     def _connected_link(self) -> LinkClient:
         if self._link is None:

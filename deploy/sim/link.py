@@ -5,18 +5,11 @@ the controller answers it with, and the latest rendered frame per camera. Every 
 writer sets the block's version to -1 while writing and to a new positive value after; a reader copies and
 accepts the copy only if the version was the same positive value before and after — no torn reads, no locks
 shared between processes, no pickle.
-
-Beside the segment, two doorbells (named pipes) carry "something new" so nobody polls: the sim rings the state
-bell after every state it writes and the controller blocks on it (a poll loop with 50 µs sleeps cost the
-controller a third of a core and a wake-up latency of the sleep's timer slack); in lockstep the controller rings
-the command bell after each answer and the sim blocks on that. A bell is only a hint: the seqlocked block stays
-the truth, so a lost or stolen ring costs latency, never a wrong value.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import select
 import time
 from multiprocessing import resource_tracker, shared_memory
 
@@ -25,7 +18,7 @@ import numpy as np
 from deploy.errors import ConfigError, RobotConnectionError
 
 MAGIC = 0x5EED1  # identifies a deploy sim link segment
-LAYOUT_VERSION = 3  # 2: the state carries the external wrench on the end effector; 3: doorbells
+LAYOUT_VERSION = 2  # 2: the state carries the external wrench on the end effector
 MODE_REALTIME, MODE_LOCKSTEP = 0.0, 1.0
 # header: magic, layout, mode, sim_time_s, heartbeat_wall_s, n_cameras, height, width, nq
 HEADER = 9
@@ -62,54 +55,6 @@ class LinkCommand:
     gripper_width_m: float
 
 
-class Doorbell:
-    """A named pipe opened read-write and non-blocking at both ends: ring() never blocks (a full pipe means
-    rings are pending already) and the reader never sees end-of-file when the other side is gone (it times out
-    instead, and the heartbeat tells a dead sim)."""
-
-    def __init__(self, path: str, create: bool = False):
-        if create:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            os.mkfifo(path, 0o600)
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-
-    def ring(self) -> None:
-        try:
-            os.write(self._fd, b"\x01")
-        except BlockingIOError:  # full: the reader has rings waiting
-            pass
-
-    def wait(self, timeout_s: float) -> None:
-        """Return after a ring (or at once if rings are pending), or after `timeout_s`; clears pending rings."""
-        if select.select([self._fd], [], [], max(0.0, timeout_s))[0]:
-            self.clear()
-
-    def clear(self) -> None:
-        try:
-            while os.read(self._fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self, unlink: bool = False) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if unlink:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-
-
-def _bell_path(link_name: str, bell: str) -> str:
-    return f"/dev/shm/{link_name}.{bell}_bell"
-
-
 def _floats(n_cameras: int, nq: int) -> int:
     return HEADER + STATE + COMMAND + QPOS_META + nq + n_cameras * FRAME_META
 
@@ -122,7 +67,7 @@ def _seqlock_read(block: np.ndarray, attempts: int = 1000) -> np.ndarray | None:
     """A consistent copy of `block`; None if it was never written (version 0) or stayed torn `attempts` times."""
     for _ in range(attempts):
         before = block[0]
-        if before == 0:
+        if before == 0:  # (without this, a sim with no controller yet spent 0.7 ms per step retrying)
             return None
         copy = block.copy()
         if before > 0 and block[0] == before and copy[0] == before:
@@ -189,8 +134,6 @@ class LinkServer:
         self._names_path = f"/dev/shm/{name}.cameras"
         with open(self._names_path, "w") as f:
             f.write("\n".join(camera_names))
-        self.state_bell = Doorbell(_bell_path(name, "state"), create=True)
-        self.command_bell = Doorbell(_bell_path(name, "command"), create=True)
 
     def write_state(self, stamp_s: float, q_rad, dq_rad_s, tau_nm, gripper_width_m: float, ee_wrench,
                     sim_time_s: float) -> int:
@@ -201,7 +144,6 @@ class LinkServer:
         block[0] = self._state_seq
         self._seg.header[3] = sim_time_s
         self._seg.header[4] = time.time()
-        self.state_bell.ring()
         return self._state_seq
 
     def read_command(self) -> LinkCommand | None:
@@ -226,8 +168,6 @@ class LinkServer:
         shm = self._seg.shm
         self._seg.release()
         shm.unlink()
-        self.state_bell.close(unlink=True)
-        self.command_bell.close(unlink=True)
         try:
             os.unlink(self._names_path)
         except FileNotFoundError:
@@ -274,15 +214,6 @@ class LinkClient:
         self.height, self.width = int(header[6]), int(header[7])
         self._seg = _Segment(shm, cameras, self.height, self.width, int(header[8]))
         self._write_count = 0
-        self._bells: dict[str, Doorbell] = {}  # opened on first use: camera clients never ring nor wait
-
-    def _bell(self, bell: str) -> Doorbell:
-        if bell not in self._bells:
-            try:
-                self._bells[bell] = Doorbell(_bell_path(self.name, bell))
-            except FileNotFoundError:
-                raise RobotConnectionError(f"link '{self.name}' has no {bell} doorbell (its sim stopped)") from None
-        return self._bells[bell]
 
     @property
     def camera_names(self) -> list[str]:
@@ -298,18 +229,6 @@ class LinkClient:
         """Cheap poll: the latest state's sequence number (-1 while being written)."""
         return int(self._seg.state[0])
 
-    def wait_for_state_after(self, after_seq: int, timeout_s: float) -> bool:
-        """Block (without the interpreter lock, without polling) until a state newer than `after_seq` is out,
-        or `timeout_s` passed; -> whether one is."""
-        bell = self._bell("state")
-        deadline = time.monotonic() + timeout_s
-        while self.state_seq() <= after_seq:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                return False
-            bell.wait(remaining_s)
-        return True
-
     def read_state(self) -> LinkState | None:
         copy = _seqlock_read(self._seg.state)
         if copy is None:
@@ -323,8 +242,6 @@ class LinkClient:
         block[0] = -1.0
         block[1:] = [answers_seq, time.time(), *tau_nm, gripper_width_m]
         block[0] = self._write_count
-        if self.lockstep:  # the sim waits for the answer; in real time it steps on its own clock
-            self._bell("command").ring()
 
     def read_qpos(self) -> tuple[float, np.ndarray] | None:
         copy = _seqlock_read(self._seg.qpos)
@@ -351,7 +268,4 @@ class LinkClient:
         return None
 
     def close(self) -> None:
-        for bell in self._bells.values():
-            bell.close()
-        self._bells = {}
         self._seg.release()

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploy.control.loop import DEFAULT_REALTIME_PRIORITY, request_realtime_priority
+from deploy.control.loop import request_realtime_priority
 from deploy.errors import ConfigError, RobotConnectionError
 from deploy.lists import comma_list
 from deploy.sim import scene
@@ -41,7 +41,7 @@ class SimConfig:
     command_timeout_s: float = 0.02  # older commands engage the brakes [s, robot time]
     lockstep_timeout_s: float = 0.5  # lockstep: wall time to wait for the controller before braking [s]
     link_name: str = ""  # "" = deploy.sim.link.default_link_name()
-    realtime_priority: int = DEFAULT_REALTIME_PRIORITY  # SCHED_FIFO priority of the physics thread in real time
+    realtime_priority: int = 0  # SCHED_FIFO priority of the physics thread in real time (config/realtime.yaml: 80)
     # (0 = normal scheduling; lockstep always runs normally: it renders in that thread, and waits anyway)
 
     def __post_init__(self):
@@ -199,7 +199,7 @@ class SimRunner:
             renderer.close()
 
     def _wait_for_answer(self) -> bool:
-        """Lockstep: wait (asleep on the link's command doorbell) until the controller answered the latest state.
+        """Lockstep: wait (spin briefly, then sleep-poll) until the controller answered the latest state.
 
         Once the controller missed a deadline and answered nothing since the previous miss, wait only one tick
         until it answers again, so a sim with no controller still advances (braked) instead of crawling. A
@@ -207,18 +207,20 @@ class SimRunner:
         """
         timeout_s = self.config.lockstep_timeout_s if self._controller_answering else scene.CONTROL_TIMESTEP_S
         deadline = time.monotonic() + timeout_s
+        spins = 0
         while not self.stopped.is_set():
             command = self.link.read_command()
             if command is not None and command.answers_seq >= self._state_seq:
                 self._controller_answering = True
                 return True
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
+            if time.monotonic() > deadline:
                 answered_seq = -1 if command is None else command.answers_seq
                 self._controller_answering = answered_seq != self._answers_seq_at_miss
                 self._answers_seq_at_miss = answered_seq
                 return False
-            self.link.command_bell.wait(min(remaining_s, 0.05))  # 0.05: see stop() within that
+            spins += 1
+            if spins > 200:
+                time.sleep(0.00005)
         return False
 
 
