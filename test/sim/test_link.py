@@ -1,9 +1,6 @@
-"""The sim's shared-memory link between real processes: lockstep pacing, no torn reads, clear errors, and
-real-time scheduling where it belongs (physics) and not where it starves the machine (the renderer)."""
+"""The sim's shared-memory link between real processes: lockstep pacing, no torn reads, clear errors."""
 import os
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +9,6 @@ from deploy.errors import RobotConnectionError
 from deploy.robots.sim import SimRobot
 from deploy.sensing.cameras import CameraError, make_camera
 from deploy.sim.process import SimConfig, SimProcess, connect_when_up
-from harness import wait_until
 
 
 @pytest.fixture
@@ -121,56 +117,3 @@ def test_no_sim_gives_a_clear_error_naming_the_link():
         SimRobot("deploy_nowhere").connect()
     with pytest.raises(CameraError, match="sim camera 'front'.*deploy_nowhere"):
         make_camera("sim", camera_name="front", link_name="deploy_nowhere").open()
-
-
-def _policies(pid: int) -> set[int]:
-    """The scheduling policies of every thread of process `pid`."""
-    policies = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            policies.add(os.sched_getscheduler(int(task.name)))
-        except ProcessLookupError:
-            pass
-    return policies
-
-
-def _spawned_children(pid: int) -> list[int]:
-    """Child processes of `pid` started by multiprocessing's spawn (not its resource tracker)."""
-    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-                for child in (task / "children").read_text().split()]
-    return [child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
-
-
-def _may_use_fifo() -> bool:
-    result = []
-
-    def probe():
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-            result.append(True)
-        except PermissionError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    thread.join()
-    return result[0]
-
-
-def test_realtime_physics_runs_sched_fifo_and_its_renderer_does_not():
-    """Physics plays hardware above the graph; the renderer process it starts must not inherit that: software
-    rendering under SCHED_FIFO stalled every other process for a frame at a time."""
-    sim = SimProcess(SimConfig(mode="realtime", image_width=64, image_height=64, realtime_priority=80),
-                     f"deploy_test_fifo_{os.getpid()}")
-    try:
-        robot = SimRobot(sim.link_name)
-        connect_when_up(robot.connect)
-        robot.stop()
-        assert wait_until(lambda: _spawned_children(sim.process.pid), timeout_s=60), "the renderer never started"
-        (renderer,) = _spawned_children(sim.process.pid)
-        expected = {os.SCHED_FIFO} if _may_use_fifo() else set()
-        assert wait_until(lambda: expected <= _policies(sim.process.pid), timeout_s=10), _policies(sim.process.pid)
-        assert wait_until(lambda: os.getpriority(os.PRIO_PROCESS, renderer) == 10, timeout_s=60)  # it runs
-        assert os.SCHED_FIFO not in _policies(renderer)
-    finally:
-        sim.stop()
