@@ -12,7 +12,7 @@ from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from deploy.control.loop import request_realtime_priority
+from deploy.control.loop import request_priority_below
 from deploy.graph.description import TOPICS
 from deploy.nodes.common import COMMAND_QOS, declare_config, run_node
 from deploy.nodes.conversions import pose_to_msg, time_to_msg, wrench_from_msg
@@ -38,10 +38,8 @@ class SimNode(Node):
         self.runner = SimRunner(self.config, self.config.link_name or default_link_name(), on_step=on_step)
         self._thread = threading.Thread(target=self.runner.run, name="sim", daemon=True)
         self._thread.start()
-        # This thread and the task publisher share the interpreter lock with real-time physics: they run just
-        # below it, so the OS never preempts them while physics waits for the lock (see deploy/control/runner.py).
-        if self.config.mode == "realtime":
-            request_realtime_priority(max(0, self.config.realtime_priority - 1))
+        if self.config.mode == "realtime":  # this thread and the task publisher share the lock with physics
+            request_priority_below(self.config.realtime_priority)
         self._task_thread = threading.Thread(target=self.publish_task_loop, name="task", daemon=True)
         self._task_thread.start()
 

@@ -278,6 +278,18 @@ class ControlLoop:
         return self.executor.status(now_s)
 
 
+def check_realtime_priority(priority: int, what: str) -> None:
+    """A config's SCHED_FIFO priority: 0 (normal scheduling) or 2..98 (its lock-sharing threads go one below)."""
+    if not 0 <= priority <= 98:
+        raise ConfigError(f"{what} {priority} outside [0, 98] (0 = normal scheduling)")
+
+
+def request_priority_below(priority: int) -> str:
+    """For a thread that shares the interpreter lock with a real-time thread at `priority`: one below it, so the
+    OS never preempts it while the real-time thread waits for the lock (priority inversion; see runner.py)."""
+    return request_realtime_priority(max(0, priority - 1))
+
+
 def request_realtime_priority(priority: int) -> str:
     """Put the calling thread under SCHED_FIFO at `priority` (1..98; 0 = leave it), as a real-time control
     thread should run, and cut the process's interpreter switch interval to SWITCH_INTERVAL_S: a thread under

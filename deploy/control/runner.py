@@ -22,7 +22,8 @@ import time
 from typing import Callable, Sequence
 
 from deploy.control.chunks import CARTESIAN, JOINT
-from deploy.control.loop import ControlLoop, TickRecord, request_realtime_priority
+from deploy.control.loop import (ControlLoop, TickRecord, check_realtime_priority, request_priority_below,
+                                 request_realtime_priority)
 from deploy.errors import ConfigError, DeployError, RobotLostError
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic levels (the numbers of diagnostic_msgs/DiagnosticStatus)
@@ -51,8 +52,7 @@ class ControllerConfig:
     def __post_init__(self):
         if self.action_space not in SPACES:
             raise ConfigError(f"action_space '{self.action_space}' (choose {'|'.join(SPACES)})")
-        if not 0 <= self.realtime_priority <= 98:
-            raise ConfigError(f"realtime_priority {self.realtime_priority} outside [0, 98] (0 = normal scheduling)")
+        check_realtime_priority(self.realtime_priority, "realtime_priority")
         if self.loop_runner not in LOOP_RUNNERS:
             raise ConfigError(f"loop_runner '{self.loop_runner}' (choose {'|'.join(LOOP_RUNNERS)})")
         for name, high in (("connect_timeout_s", 600.0), ("robot_timeout_s", 60.0)):
@@ -101,7 +101,7 @@ class LoopRunner:
         self._thread = threading.Thread(target=self._run, args=(realtime_priority,), name="control_loop",
                                         daemon=True)
         self._thread.start()
-        request_realtime_priority(max(0, realtime_priority - 1))
+        request_priority_below(realtime_priority)
 
     def _run(self, realtime_priority: int) -> None:
         self.scheduling = request_realtime_priority(realtime_priority)

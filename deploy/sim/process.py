@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploy.control.loop import request_realtime_priority
+from deploy.control.loop import check_realtime_priority, request_realtime_priority
 from deploy.errors import ConfigError, RobotConnectionError
 from deploy.lists import comma_list
 from deploy.sim import scene
@@ -47,8 +47,7 @@ class SimConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"sim mode '{self.mode}' (choose {'|'.join(MODES)})")
-        if not 0 <= self.realtime_priority <= 98:
-            raise ConfigError(f"sim realtime_priority {self.realtime_priority} outside [0, 98] (0 = normal scheduling)")
+        check_realtime_priority(self.realtime_priority, "sim realtime_priority")
         unknown = [name for name in self.camera_names if name not in scene.CAMERAS]
         if unknown:
             raise ConfigError(f"sim camera(s) {unknown} do not exist (the scene has {sorted(scene.CAMERAS)})")
@@ -77,7 +76,6 @@ class SimRunner:
         self.steps = 0
         self.late_steps = 0
         self.stopped = threading.Event()
-        self.scheduling = "normal scheduling"  # what the physics thread's real-time priority request came to
         self._state_seq = 0
         self._controller_answering = False
         self._answers_seq_at_miss = -1  # what the controller had answered when it last missed a deadline
@@ -167,7 +165,7 @@ class SimRunner:
         # Physics plays hardware: it runs above the rest of the graph, next to the controller (see runner.py).
         # Only now: a process started from a SCHED_FIFO thread inherits it (the renderer's threads did, and
         # software rendering at that priority stalled every other process for a frame at a time).
-        self.scheduling = request_realtime_priority(self.config.realtime_priority)
+        request_realtime_priority(self.config.realtime_priority)
         dt_s = scene.CONTROL_TIMESTEP_S
         deadline = time.monotonic()
         while not self.stopped.is_set():
