@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import typing
 from typing import Callable, TypeVar
 
@@ -17,8 +16,8 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 
-from deploy.errors import ConfigError, DeployError, RobotConnectionError
-from deploy.sensing.cameras import CameraError
+from deploy.errors import ConfigError, DeployError
+from deploy.retry import connect_with_retry as retry_connect
 
 ConfigT = TypeVar("ConfigT")
 STOP_WATCHDOG_S = 30.0  # a stop request not finished by then is a hang: stacks printed, exit 1
@@ -56,9 +55,7 @@ def declare_prefixed(node: Node, prefix: str) -> dict:
 
 def connect_with_retry(node: Node, connect: Callable[[], None], what: str, timeout_s: float = 60.0,
                        spin: bool = False) -> None:
-    """Graph nodes start in any order: keep trying to reach a device (or the sim) for a while, saying so once,
-    then fail with the device's own clear error. Only transient errors (RobotConnectionError, CameraError) are
-    retried; a PermanentRobotError (no real-time kernel, wrong robot version, FCI off) fails at once.
+    """Graph nodes start in any order: deploy.retry.connect_with_retry, said on the node's log.
     `spin`: run the node's callbacks meanwhile (a backend fed by a subscription needs its first state)."""
     if spin:
         executor = SingleThreadedExecutor(context=node.context)
@@ -78,21 +75,7 @@ def connect_with_retry(node: Node, connect: Callable[[], None], what: str, timeo
             spinner.join()
             executor.remove_node(node)
             executor.shutdown()
-    deadline = time.monotonic() + timeout_s
-    said = False
-    while True:
-        try:
-            connect()
-            if said:
-                node.get_logger().info(f"connected to {what}")
-            return
-        except (RobotConnectionError, CameraError) as error:
-            if time.monotonic() > deadline:
-                raise
-            if not said:
-                node.get_logger().info(f"waiting for {what}: {error}")
-                said = True
-            time.sleep(0.2)
+    retry_connect(connect, what, timeout_s, node.get_logger().info)
 
 
 def reject_unknown_parameters(node: Node) -> None:

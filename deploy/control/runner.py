@@ -21,15 +21,21 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from deploy.control.chunks import CARTESIAN, JOINT
+import numpy as np
+
+from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk, ChunkExecutorConfig
+from deploy.control.impedance import CartesianImpedanceConfig, JointImpedanceConfig
 from deploy.control.loop import (ControlLoop, TickRecord, check_realtime_priority, request_priority_below,
                                  request_realtime_priority)
+from deploy.control.safety import SafetyConfig
 from deploy.errors import ConfigError, DeployError, RobotLostError
+from deploy.robots.base import Robot, RobotState
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic levels (the numbers of diagnostic_msgs/DiagnosticStatus)
 THREAD_WAIT_S = 0.05  # the thread's longest wait for one sample: how often it looks at the watchdog and stop
 SPACES = {"cartesian": CARTESIAN, "joint": JOINT}
-LOOP_RUNNERS = ("thread", "timer")
+LOOP_RUNNERS = ("process", "thread")
+GAIN_PREFIXES = ("impedance.", "joint_impedance.")  # parameters that change the running loop's gains
 
 
 @dataclasses.dataclass
@@ -44,8 +50,9 @@ class ControllerConfig:
     # normal scheduling. 80 with config/realtime.yaml (README "Real-time scheduling"): off by default because on
     # 2 cores the real-time threads left the policy's inputs too little CPU beside other load. Refused without the
     # right (no CAP_SYS_NICE / rtprio): said on /diagnostics, not fatal
-    loop_runner: str = "thread"  # "thread": own thread paced by the robot's samples; "timer": an executor timer
-    # at the robot's period (measured worse in the whole graph: bench/graph_loop.py --runner, README)
+    loop_runner: str = "process"  # "process": the loop thread in a child process of its own, with its own
+    # interpreter lock (deploy.control.loop_process); "thread": a thread of the node's process, sharing the lock
+    # with rclpy (a backend reached over ROS topics always runs so). Compared in bench/graph_loop.py --runner
     connect_timeout_s: float = 60.0  # keep retrying the robot this long at start-up, then fail naming it [s]
     robot_timeout_s: float = 3.0  # no new robot sample this long while running = robot lost: stop and exit [s]
 
@@ -87,7 +94,7 @@ class LoopRunner:
         self.robot_name = robot_name
         self.robot_timeout_s = robot_timeout_s
         self.lost_cause: str | None = None  # why the robot was given up; set once, never cleared
-        self.scheduling = "executor timer"  # what the thread's real-time priority request came to
+        self.scheduling = "no loop thread"  # what the thread's real-time priority request came to
         self._clock = clock
         self._last_sample_s: float | None = None  # host clock at the latest new sample (or the first step)
         self._running = False
@@ -179,14 +186,115 @@ class LoopRunner:
         return Health(WARN if trip else OK, trip or "ok", values, now_s)
 
 
-def apply_gain_changes(loop: ControlLoop, changes: dict[str, object]) -> None:
-    """Run-time gain changes ({"impedance.<field>": value, "joint_impedance.<field>": ...}), bounds-checked by
-    the config dataclasses, all or nothing: a bad value raises ConfigError naming it and changes nothing."""
-    updates = []
-    for law, prefix in ((loop.impedance, "impedance."), (loop.joint_impedance, "joint_impedance.")):
+def with_gain_changes(impedance: CartesianImpedanceConfig, joint_impedance: JointImpedanceConfig,
+                      changes: dict[str, object]) -> tuple[CartesianImpedanceConfig, JointImpedanceConfig]:
+    """Both gain configs with run-time changes ({"impedance.<field>": value, "joint_impedance.<field>": ...},
+    other names ignored) applied, bounds-checked by the config dataclasses: a bad value raises ConfigError
+    naming it."""
+    configs = []
+    for config, prefix in zip((impedance, joint_impedance), GAIN_PREFIXES):
         fields = {name.removeprefix(prefix): tuple(value) if isinstance(value, list) else value
                   for name, value in changes.items() if name.startswith(prefix)}
-        if fields:
-            updates.append((law, law.config.with_updates(**fields)))
-    for law, config in updates:
-        law.set_config(config)
+        configs.append(config.with_updates(**fields) if fields else config)
+    return configs[0], configs[1]
+
+
+def apply_gain_changes(loop: ControlLoop, changes: dict[str, object]) -> None:
+    """Run-time gain changes into the running loop, all or nothing (see with_gain_changes)."""
+    impedance, joint_impedance = with_gain_changes(loop.impedance.config, loop.joint_impedance.config, changes)
+    for law, config in ((loop.impedance, impedance), (loop.joint_impedance, joint_impedance)):
+        if config is not law.config:
+            law.set_config(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+    """Everything a control loop is built from: plain config dataclasses, so a child process rebuilds the same
+    loop (deploy.control.loop_process)."""
+
+    controller: ControllerConfig
+    robot_params: dict
+    chunks: ChunkExecutorConfig
+    impedance: CartesianImpedanceConfig
+    joint_impedance: JointImpedanceConfig
+    safety: SafetyConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceReport:
+    """The safe reference and the chunk executor's progress at one tick (~/reference and ~/chunk_status)."""
+
+    stamp_s: float
+    position_m: np.ndarray  # (3,)
+    quat_xyzw: np.ndarray  # (4,)
+    stiffness_scale: float
+    lag_s: float
+    committed_steps: int
+    steps_remaining: int
+    exhausted: bool
+
+
+StateOutput = Callable[[RobotState], None]
+ReferenceOutput = Callable[[ReferenceReport], None]
+
+
+class LoopThread:
+    """The control loop on a thread of this process: what the node (or the loop's own process) drives.
+
+    `on_state` gets every robot sample at the state publish rate, `on_reference` the reference at its rate,
+    both from the loop thread. The robot must be connected before `start`."""
+
+    def __init__(self, spec: LoopSpec, robot: Robot, on_state: StateOutput, on_reference: ReferenceOutput):
+        config = spec.controller
+        self.spec = spec
+        self.loop = ControlLoop(robot, spec.chunks, spec.impedance, spec.safety, space=SPACES[config.action_space],
+                                joint_impedance_config=spec.joint_impedance)
+        self.runner = LoopRunner(self.loop, config.robot, config.robot_timeout_s,
+                                 ((config.state_publish_rate_hz, lambda record: on_state(record.state)),
+                                  (config.reference_publish_rate_hz,
+                                   lambda record: on_reference(self._reference_report(record)))))
+
+    def _reference_report(self, record: TickRecord) -> ReferenceReport:
+        stamp_s = record.state.stamp_s
+        status = self.loop.chunk_status(stamp_s)
+        return ReferenceReport(stamp_s, record.reference_position_m, record.reference_quat_xyzw,
+                               record.stiffness_scale, status.lag_s, status.committed_steps, status.steps_remaining,
+                               status.exhausted)
+
+    def start(self) -> None:
+        self.runner.start(self.spec.controller.realtime_priority)
+
+    def offer_chunk(self, chunk: Chunk, space: ActionSpace) -> None:
+        self.loop.offer_chunk(chunk, space)
+
+    def reject(self, reason: str) -> None:
+        self.loop.reject(reason)
+
+    def writer_changed(self) -> None:
+        self.loop.writer_changed()
+
+    def hold(self) -> None:
+        self.loop.safety.hold()
+
+    def estop(self) -> None:
+        self.loop.safety.estop()
+
+    def release(self) -> None:
+        self.loop.safety.release_hold()
+        self.loop.safety.reset_estop()
+
+    def apply_gain_changes(self, changes: dict[str, object]) -> None:
+        apply_gain_changes(self.loop, changes)
+
+    def health(self) -> Health:
+        return self.runner.health()
+
+    @property
+    def lost_cause(self) -> str | None:
+        return self.runner.lost_cause
+
+    def raise_if_lost(self) -> None:
+        self.runner.raise_if_lost()
+
+    def stop(self) -> None:
+        self.runner.stop()
