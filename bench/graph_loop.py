@@ -1,9 +1,9 @@
 """Controller loop rate and jitter at 1 kHz with the whole sim graph running (cameras, policy, ...).
 
-    python bench/graph_loop.py [--seconds 30] [--runner thread|timer|both] [graph launch args, e.g. sim_mode:=lockstep]
+    python bench/graph_loop.py [--seconds 30] [--runner process|thread|both] [graph launch args, e.g. sim_mode:=lockstep]
 
-Starts the sim graph with the production runner, the controller's `loop_runner` set as asked (its own thread
-paced by the robot's samples, or an rclpy timer on the node's executor), reads the controller's /diagnostics
+Starts the sim graph with the production runner, the controller's `loop_runner` set as asked (the loop thread
+in a child process of its own, or a thread of the node's process), reads the controller's /diagnostics
 (rate on the robot clock, p99 |period - 1 ms|, missed deadlines, tick compute p99) once a second and prints
 medians over the run, robot time per wall second (the report stamps against their arrival: 1.0 in real time, the
 speed of `sim_mode:=lockstep`), and the load average.
@@ -75,10 +75,10 @@ def measure(runner_kind: str, seconds: float, launch_args: list[str]) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--runner", default="thread", choices=("thread", "timer", "both"))
+    parser.add_argument("--runner", default="process", choices=("process", "thread", "both"))
     parser.add_argument("args", nargs="*", help="launch arguments for the sim graph")
     args = parser.parse_args()
-    for kind in ("thread", "timer") if args.runner == "both" else (args.runner,):
+    for kind in ("process", "thread") if args.runner == "both" else (args.runner,):
         measure(kind, args.seconds, args.args)
 
 

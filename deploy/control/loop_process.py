@@ -256,8 +256,10 @@ def _say(text: str) -> None:
 
 
 def _child_main(spec: LoopSpec, commands: Connection, reports: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the node stops this process
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped directly: still stop the robot (finally)
+    # Ctrl-C, or launch's SIGTERM, reaching the whole group: the node stops this process (or, when the node is
+    # gone, the command pipe's EOF does); exiting here first would look like a lost loop to the node.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.SIG_IGN)
     reporter = _Reporter(reports)
     config = spec.controller
     try:

@@ -148,7 +148,7 @@ def test_a_bug_in_the_loop_stops_the_robot_instead_of_killing_a_thread(monkeypat
         runner.stop()
 
 
-def test_timer_steps_tick_without_a_thread(monkeypatch):
+def test_step_ticks_without_a_thread(monkeypatch):
     arm = ServoedArm()
     loop = ur_loop(arm, monkeypatch)
     outputs = Outputs()
@@ -157,7 +157,7 @@ def test_timer_steps_tick_without_a_thread(monkeypatch):
     while len(outputs.state) < 20 and time.monotonic() < deadline:
         assert runner.step(0.01)
     assert len(outputs.state) >= 20 and runner.health().level == OK
-    assert runner.health().values["scheduling"] == "executor timer"
+    assert runner.health().values["scheduling"] == "no loop thread"
     runner.stop()
 
 
