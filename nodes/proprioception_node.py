@@ -23,9 +23,11 @@ from deploy.nodes.conversions import (joint_state_from_msg, joint_state_to_msg, 
 from deploy.robots.registry import make_model
 from deploy.sensing.rate import StampDecimator, StampMatcher
 
-# Best effort like the controller's state, but deep: after this process was descheduled, the backlog still
-# holds every sample (0.4 s at 250 Hz), so the decimator fills every slot from the samples' own stamps.
-STATE_BACKLOG_QOS = QoSProfile(depth=100, reliability=SENSOR_QOS.reliability, history=SENSOR_QOS.history)
+# Best effort like the controller's state, 40 ms deep at 250 Hz: after a short deschedule the backlog still
+# holds every sample, so the decimator fills every slot from the samples' own stamps. Not deeper: a node that
+# stays behind (a starved CPU) works through a full backlog, and 100 deep made every pose it published 0.4-1 s
+# old, which stops the policy; 10 deep keeps them fresh and drops samples instead.
+STATE_BACKLOG_QOS = QoSProfile(depth=10, reliability=SENSOR_QOS.reliability, history=SENSOR_QOS.history)
 
 
 @dataclasses.dataclass
