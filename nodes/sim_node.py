@@ -20,7 +20,7 @@ from deploy.sim.link import default_link_name
 from deploy.sim.process import SimConfig, SimRunner
 
 TASK_PUBLISH_RATE_HZ = 30.0
-CLOCK_PERIOD_S = 0.005  # lockstep: /clock every 5 simulated ms (every node with sim time receives it)
+CLOCK_PERIOD_S = 0.01  # lockstep: /clock every 5 simulated ms (every node with sim time receives it)
 
 
 class SimNode(Node):

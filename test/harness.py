@@ -75,8 +75,9 @@ def remove_sim_link(link_name: str) -> None:
         segment.unlink()
     except FileNotFoundError:
         pass
-    if os.path.exists(f"/dev/shm/{link_name}.cameras"):
-        os.unlink(f"/dev/shm/{link_name}.cameras")
+    for suffix in (".cameras", ".state_bell", ".command_bell"):
+        if os.path.exists(f"/dev/shm/{link_name}{suffix}"):
+            os.unlink(f"/dev/shm/{link_name}{suffix}")
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:

@@ -69,11 +69,15 @@ class SimRobot(Robot):
                 state = self._read()
                 if state is not None and state.seq > after_seq:
                     return state
-            if time.monotonic() > deadline:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s < 0:
                 if link.heartbeat_age_s() > STALE_AFTER_S:
                     raise RobotConnectionError(f"the sim on link '{link.name}' stopped: no state for "
                                                f"{link.heartbeat_age_s():.1f} s (sim process gone?)")
                 return None
+            if link.lockstep:
+                link.wait_for_state_bell(remaining_s)
+                continue
             polls += 1
             if polls > SPIN_BEFORE_SLEEP:
                 time.sleep(0.00005)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import time
 from multiprocessing import resource_tracker, shared_memory
 
@@ -75,6 +76,52 @@ def _seqlock_read(block: np.ndarray, attempts: int = 1000) -> np.ndarray | None:
     return None
 
 
+class Doorbell:
+    """A named pipe beside the segment that one side rings after a write and the other blocks on: lockstep's
+    hand-overs (state -> controller, command -> sim) wake the waiter at once without either polling, which on
+    2 cores took the CPU the other side and the rest of the graph needed. Opened read-write and non-blocking
+    by both sides (a FIFO opened so never blocks and never lacks a reader); a ring nobody waits for stays
+    until the next wait drains it, so a wait may wake once spuriously and the waiter re-checks the block."""
+
+    def __init__(self, path: str, create: bool = False):
+        self.path = path
+        if create:
+            if os.path.exists(path):
+                os.unlink(path)
+            os.mkfifo(path, 0o600)
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def ring(self) -> None:
+        try:
+            os.write(self._fd, b"\0")
+        except BlockingIOError:  # already full of rings: the waiter wakes anyway
+            pass
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until rung (True, rings drained) or `timeout_s` passed (False)."""
+        ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout_s))
+        if not ready:
+            return False
+        try:
+            os.read(self._fd, 4096)
+        except BlockingIOError:
+            pass
+        return True
+
+    def close(self, remove: bool = False) -> None:
+        os.close(self._fd)
+        if remove:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def _bell_paths(name: str) -> tuple[str, str]:
+    """(state bell: the sim rings after each state, command bell: the controller rings after each command)"""
+    return f"/dev/shm/{name}.state_bell", f"/dev/shm/{name}.command_bell"
+
+
 class _Segment:
     """Numpy views onto one shared-memory segment."""
 
@@ -124,6 +171,10 @@ class LinkServer:
             existing.unlink()
         except FileNotFoundError:
             pass
+        # lockstep only, and before the segment a client attaches to: in real time the sim paces itself and the
+        # controller sleeps until the next sample
+        self._bells = tuple(Doorbell(path, create=True) for path in _bell_paths(name)) if mode == MODE_LOCKSTEP \
+            else None
         shm = shared_memory.SharedMemory(name=name, create=True, size=_size(len(camera_names), height, width, nq))
         self.name = name
         self._seg = _Segment(shm, list(camera_names), height, width, nq)
@@ -144,7 +195,13 @@ class LinkServer:
         block[0] = self._state_seq
         self._seg.header[3] = sim_time_s
         self._seg.header[4] = time.time()
+        if self._bells is not None:
+            self._bells[0].ring()
         return self._state_seq
+
+    def wait_for_command_bell(self, timeout_s: float) -> bool:
+        """Lockstep: block until the controller wrote a command (True) or `timeout_s` passed."""
+        return self._bells[1].wait(timeout_s)
 
     def read_command(self) -> LinkCommand | None:
         copy = _seqlock_read(self._seg.command)
@@ -172,6 +229,8 @@ class LinkServer:
             os.unlink(self._names_path)
         except FileNotFoundError:
             pass
+        for bell in self._bells or ():
+            bell.close(remove=True)
 
 
 def _attach_untracked(name: str) -> shared_memory.SharedMemory:
@@ -214,6 +273,7 @@ class LinkClient:
         self.height, self.width = int(header[6]), int(header[7])
         self._seg = _Segment(shm, cameras, self.height, self.width, int(header[8]))
         self._write_count = 0
+        self._bells = tuple(Doorbell(path) for path in _bell_paths(self.name)) if self.lockstep else None
 
     @property
     def camera_names(self) -> list[str]:
@@ -242,6 +302,12 @@ class LinkClient:
         block[0] = -1.0
         block[1:] = [answers_seq, time.time(), *tau_nm, gripper_width_m]
         block[0] = self._write_count
+        if self._bells is not None:
+            self._bells[1].ring()
+
+    def wait_for_state_bell(self, timeout_s: float) -> bool:
+        """Lockstep: block until the sim wrote a state (True) or `timeout_s` passed."""
+        return self._bells[0].wait(timeout_s)
 
     def read_qpos(self) -> tuple[float, np.ndarray] | None:
         copy = _seqlock_read(self._seg.qpos)
@@ -269,3 +335,5 @@ class LinkClient:
 
     def close(self) -> None:
         self._seg.release()
+        for bell in self._bells or ():
+            bell.close()

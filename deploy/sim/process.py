@@ -28,6 +28,7 @@ from deploy.sim.physics import PandaSim
 from deploy.sim.render import SceneRenderer
 
 MODES = ("realtime", "lockstep")
+STOP_CHECK_S = 0.05  # lockstep: a wait for the controller looks at the stop request this often
 
 
 @dataclasses.dataclass
@@ -197,7 +198,7 @@ class SimRunner:
             renderer.close()
 
     def _wait_for_answer(self) -> bool:
-        """Lockstep: wait (spin briefly, then sleep-poll) until the controller answered the latest state.
+        """Lockstep: wait (on the link's command bell) until the controller answered the latest state.
 
         Once the controller missed a deadline and answered nothing since the previous miss, wait only one tick
         until it answers again, so a sim with no controller still advances (braked) instead of crawling. A
@@ -205,20 +206,18 @@ class SimRunner:
         """
         timeout_s = self.config.lockstep_timeout_s if self._controller_answering else scene.CONTROL_TIMESTEP_S
         deadline = time.monotonic() + timeout_s
-        spins = 0
         while not self.stopped.is_set():
             command = self.link.read_command()
             if command is not None and command.answers_seq >= self._state_seq:
                 self._controller_answering = True
                 return True
-            if time.monotonic() > deadline:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s < 0:
                 answered_seq = -1 if command is None else command.answers_seq
                 self._controller_answering = answered_seq != self._answers_seq_at_miss
                 self._answers_seq_at_miss = answered_seq
                 return False
-            spins += 1
-            if spins > 200:
-                time.sleep(0.00005)
+            self.link.wait_for_command_bell(min(remaining_s, STOP_CHECK_S))
         return False
 
 
