@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from deploy.control.chunks import CARTESIAN, JOINT, ActionSpace, Chunk
+from deploy.control.runner import OK, WARN
 from deploy.errors import ConfigError, DeployError
 from deploy.policies import expert, scripted  # noqa: F401  (registers the scripted policies)
 from deploy.policies.base import Policy, PolicyMetadata, make_policy
@@ -37,7 +38,6 @@ TRIGGERS = ("rate", "executed_fraction")
 VERSION_CHARS = 12  # published weight version = this many hex digits of the weights file's sha256
 STATUS_SILENCE_S = 1.0  # executed_fraction falls back to the rate timer when chunk_status is this old
 WAKE_POLL_S = 0.5  # how often the idle worker looks at the stop request
-OK, WARN = 0, 1  # diagnostic levels (the numbers of diagnostic_msgs/DiagnosticStatus)
 
 
 @dataclasses.dataclass
