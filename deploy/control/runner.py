@@ -46,10 +46,9 @@ class ControllerConfig:
     action_space: str = "cartesian"  # chunks executed: cartesian (~/chunk) or joint (~/joint_chunk)
     state_publish_rate_hz: float = 250.0  # /robot/joint_states (and /robot/ee_wrench) rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
-    realtime_priority: int = 0  # SCHED_FIFO priority of the control thread, the node's executor one below; 0 =
-    # normal scheduling. 80 with config/realtime.yaml (README "Real-time scheduling"): off by default because on
-    # 2 cores the real-time threads left the policy's inputs too little CPU beside other load. Refused without the
-    # right (no CAP_SYS_NICE / rtprio): said on /diagnostics, not fatal
+    realtime_priority: int = 80  # SCHED_FIFO priority of the loop thread, the thread that splices chunks one
+    # below; 0 = normal scheduling. Refused without the right (no CAP_SYS_NICE / rtprio): said on /diagnostics, not
+    # fatal. (The sim's physics is real-time only with config/realtime.yaml: README "Real-time scheduling")
     loop_runner: str = "process"  # "process": the loop thread in a child process of its own, with its own
     # interpreter lock (deploy.control.loop_process); "thread": a thread of the node's process, sharing the lock
     # with rclpy (a backend reached over ROS topics always runs so). Compared in bench/graph_loop.py --runner
