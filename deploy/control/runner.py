@@ -1,8 +1,9 @@
 """Runs the control loop and judges its health, ROS-free: the node only publishes what `tick` and `health` give.
 
-The loop runs in its own thread paced by the robot's samples (`start`), or one tick per call from an executor
-timer (`step`). With `realtime_priority` > 0 the loop thread runs SCHED_FIFO and the thread that starts it
-(the node's executor, which splices chunks: milliseconds of Python) one priority below: under normal scheduling
+The loop runs in its own thread paced by the robot's samples (`start`; `step` is one tick). `LoopThread` is
+what drives it: in the loop's own process (deploy.control.loop_process, the default) or in the node's. With
+`realtime_priority` > 0 the loop thread runs SCHED_FIFO and the thread that starts it (the one that splices
+chunks: milliseconds of Python) one priority below: under normal scheduling
 that thread held the interpreter lock while the OS preempted it and the real-time tick waited behind it
 (priority inversion: FIFO on the loop thread alone left 16 % missed deadlines in the whole sim graph, with the
 executor one below 3 %); it hands the lock to a waiting tick within the switch interval
