@@ -1,7 +1,7 @@
 """Runs the control loop and judges its health, ROS-free: the node only publishes what `tick` and `health` give.
 
 The loop runs in its own thread paced by the robot's samples (`start`; `step` is one tick). `LoopThread` is
-what drives it: in the loop's own process (deploy.control.loop_process, the default) or in the node's. With
+what drives it: in the node's process (the default) or in the loop's own (deploy.control.loop_process). With
 `realtime_priority` > 0 the loop thread runs SCHED_FIFO and the thread that starts it (the one that splices
 chunks: milliseconds of Python) one priority below: under normal scheduling
 that thread held the interpreter lock while the OS preempted it and the real-time tick waited behind it
@@ -47,12 +47,12 @@ class ControllerConfig:
     action_space: str = "cartesian"  # chunks executed: cartesian (~/chunk) or joint (~/joint_chunk)
     state_publish_rate_hz: float = 250.0  # /robot/joint_states (and /robot/ee_wrench) rate [Hz]
     reference_publish_rate_hz: float = 50.0  # ~/reference and ~/chunk_status rate [Hz]
-    realtime_priority: int = 80  # SCHED_FIFO priority of the loop thread, the thread that splices chunks one
+    realtime_priority: int = 0  # SCHED_FIFO priority of the loop thread, the thread that splices chunks one
     # below; 0 = normal scheduling. Refused without the right (no CAP_SYS_NICE / rtprio): said on /diagnostics, not
-    # fatal. (The sim's physics is real-time only with config/realtime.yaml: README "Real-time scheduling")
-    loop_runner: str = "process"  # "process": the loop thread in a child process of its own, with its own
-    # interpreter lock (deploy.control.loop_process); "thread": a thread of the node's process, sharing the lock
-    # with rclpy (a backend reached over ROS topics always runs so). Compared in bench/graph_loop.py --runner
+    # fatal. config/realtime.yaml sets 80 (README "Real-time scheduling")
+    loop_runner: str = "thread"  # "thread": a thread of the node's process, sharing the interpreter lock with
+    # rclpy; "process": the loop thread in a child process of its own (deploy.control.loop_process; with
+    # config/realtime.yaml). A backend reached over ROS topics always runs in a thread. bench/graph_loop.py --runner
     connect_timeout_s: float = 60.0  # keep retrying the robot this long at start-up, then fail naming it [s]
     robot_timeout_s: float = 3.0  # no new robot sample this long while running = robot lost: stop and exit [s]
 

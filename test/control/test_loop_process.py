@@ -43,7 +43,8 @@ class Received:
 
 
 def spec_for(link_name: str, **controller) -> LoopSpec:
-    controller = {"robot": "sim", "connect_timeout_s": 30.0, "robot_timeout_s": 10.0, **controller}
+    controller = {"robot": "sim", "connect_timeout_s": 30.0, "robot_timeout_s": 10.0, "realtime_priority": 80,
+                  **controller}  # as config/realtime.yaml runs it
     return LoopSpec(ControllerConfig(**controller),
                     {"link_name": link_name}, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True),
                     JointImpedanceConfig(add_gravity=True), SafetyConfig())
@@ -81,7 +82,7 @@ def test_the_loop_process_drives_the_sim_and_holds_on_estop(sim):
         assert np.linalg.norm(received.references[-1].position_m - target_m) < 0.005
         assert wait_until(lambda: control.health().level == OK and control.health().values, timeout_s=5)
         assert int(control.health().values["chunks_received"]) >= 1
-        # real-time by default, where the OS allows it (said either way)
+        # real-time where the OS allows it (said either way)
         assert control.health().values["scheduling"] in ("SCHED_FIFO priority 80", "normal scheduling: SCHED_FIFO "
                                                          "80 refused (Operation not permitted); expect more jitter")
 
