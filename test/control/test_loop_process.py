@@ -61,72 +61,73 @@ def sim():
     remove_sim_link(link_name)
 
 
-def test_the_loop_process_drives_the_sim_and_holds_on_estop(sim):
+@pytest.fixture
+def running(sim):
+    """A started loop process on the sim, and what it has handed the node's side; stopped afterwards."""
     received = Received()
     control = LoopProcess(spec_for(sim.link_name), received.on_state, received.on_reference)
     control.start()
-    try:
-        assert wait_until(lambda: len(received.references) >= 10, timeout_s=30)
-        assert len(received.states) >= 3 * len(received.references)  # 250 Hz beside 50 Hz
-        model = MujocoRobotModel()
-        start_m, _ = model.ee_pose(received.states[-1].q_rad)
-        target_m = start_m + [0.05, 0.0, 0.0]
-        reached = lambda: np.linalg.norm(model.ee_pose(received.states[-1].q_rad)[0] - target_m) < 0.005
-        deadline = time.monotonic() + 30
-        while not reached() and time.monotonic() < deadline:  # a policy's chunks at 10 Hz, freshly stamped
-            stamp_s = received.states[-1].stamp_s
-            actions = np.tile(np.concatenate([target_m, DOWN_XYZW, [0.04]]), (10, 1))
-            control.offer_chunk(Chunk(stamp_s, 0.1 * np.arange(1, 11), actions), CARTESIAN)
-            time.sleep(0.1)
-        assert reached(), model.ee_pose(received.states[-1].q_rad)[0] - target_m
-        assert np.linalg.norm(received.references[-1].position_m - target_m) < 0.005
-        assert wait_until(lambda: control.health().level == OK and control.health().values, timeout_s=5)
-        assert int(control.health().values["chunks_received"]) >= 1
-        # real-time where the OS allows it (said either way)
-        assert control.health().values["scheduling"] in ("SCHED_FIFO priority 80", "normal scheduling: SCHED_FIFO "
-                                                         "80 refused (Operation not permitted); expect more jitter")
+    yield control, received
+    control.stop()
 
-        control.estop()  # hold the measured pose; a chunk elsewhere does not move it
-        time.sleep(0.5)
-        held_m = model.ee_pose(received.states[-1].q_rad)[0]
-        away = np.tile(np.concatenate([held_m - [0.1, 0.0, 0.0], DOWN_XYZW, [0.04]]), (20, 1))
-        control.offer_chunk(Chunk(received.states[-1].stamp_s, 0.1 * np.arange(1, 21), away), CARTESIAN)
-        time.sleep(1.5)
-        assert np.linalg.norm(model.ee_pose(received.states[-1].q_rad)[0] - held_m) < 0.01
-        assert wait_until(lambda: control.health().values.get("trips.estop") == "1", timeout_s=5)
 
-        control.offer_chunk(Chunk(stamp_s, [0.1], np.zeros((1, 8))), JOINT)  # the wrong space: counted
-        assert wait_until(lambda: control.health().values.get("chunks_rejected") == "1", timeout_s=5)
-        assert "joint chunk" in control.health().values["last_rejection"]
+def test_the_loop_process_drives_the_sim_and_holds_on_estop(running):
+    control, received = running
+    assert wait_until(lambda: len(received.references) >= 10, timeout_s=30)
+    assert len(received.states) >= 3 * len(received.references)  # 250 Hz beside 50 Hz
+    model = MujocoRobotModel()
+    start_m, _ = model.ee_pose(received.states[-1].q_rad)
+    target_m = start_m + [0.05, 0.0, 0.0]
+    reached = lambda: np.linalg.norm(model.ee_pose(received.states[-1].q_rad)[0] - target_m) < 0.005
+    deadline = time.monotonic() + 30
+    while not reached() and time.monotonic() < deadline:  # a policy's chunks at 10 Hz, freshly stamped
+        stamp_s = received.states[-1].stamp_s
+        actions = np.tile(np.concatenate([target_m, DOWN_XYZW, [0.04]]), (10, 1))
+        control.offer_chunk(Chunk(stamp_s, 0.1 * np.arange(1, 11), actions), CARTESIAN)
+        time.sleep(0.1)
+    assert reached(), model.ee_pose(received.states[-1].q_rad)[0] - target_m
+    assert np.linalg.norm(received.references[-1].position_m - target_m) < 0.005
+    assert wait_until(lambda: control.health().level == OK and control.health().values, timeout_s=5)
+    assert int(control.health().values["chunks_received"]) >= 1
+    # real-time where the OS allows it (said either way)
+    assert control.health().values["scheduling"] in ("SCHED_FIFO priority 80", "normal scheduling: SCHED_FIFO "
+                                                     "80 refused (Operation not permitted); expect more jitter")
 
-        with pytest.raises(ConfigError, match="translational_stiffness_n_per_m"):
-            control.apply_gain_changes({"impedance.translational_stiffness_n_per_m": [1e9] * 3})
-        assert control.lost_cause is None
-    finally:
-        control.stop()
+    control.estop()  # hold the measured pose; a chunk elsewhere does not move it
+    time.sleep(0.5)
+    held_m = model.ee_pose(received.states[-1].q_rad)[0]
+    away = np.tile(np.concatenate([held_m - [0.1, 0.0, 0.0], DOWN_XYZW, [0.04]]), (20, 1))
+    control.offer_chunk(Chunk(received.states[-1].stamp_s, 0.1 * np.arange(1, 21), away), CARTESIAN)
+    time.sleep(1.5)
+    assert np.linalg.norm(model.ee_pose(received.states[-1].q_rad)[0] - held_m) < 0.01
+    assert wait_until(lambda: control.health().values.get("trips.estop") == "1", timeout_s=5)
+
+    control.offer_chunk(Chunk(stamp_s, [0.1], np.zeros((1, 8))), JOINT)  # the wrong space: counted
+    assert wait_until(lambda: control.health().values.get("chunks_rejected") == "1", timeout_s=5)
+    assert "joint chunk" in control.health().values["last_rejection"]
+
+    with pytest.raises(ConfigError, match="translational_stiffness_n_per_m"):
+        control.apply_gain_changes({"impedance.translational_stiffness_n_per_m": [1e9] * 3})
+    assert control.lost_cause is None
+    control.stop()
     assert not control.process.is_alive() and control.process.exitcode == 0
 
 
-def test_a_killed_sim_ends_the_loop_process_naming_the_sim(sim):
-    received = Received()
-    control = LoopProcess(spec_for(sim.link_name), received.on_state, received.on_reference)
-    control.start()
-    try:
-        assert wait_until(lambda: len(received.states) >= 50, timeout_s=30)
-        os.kill(sim.process.pid, signal.SIGKILL)
-        assert wait_until(lambda: control.lost_cause is not None, timeout_s=15)
-        assert "robot 'sim' lost" in control.lost_cause and "sim on link" in control.lost_cause, control.lost_cause
-        health = control.health()
-        assert health.level == ERROR and health.values["robot"] == "lost"
-        with pytest.raises(RobotLostError, match="stopped commanding"):
-            control.raise_if_lost()
-        assert wait_until(lambda: not control.process.is_alive(), timeout_s=15)
-        assert control.process.exitcode == 3
-        count = len(received.states)
-        time.sleep(0.3)
-        assert len(received.states) == count  # nothing after the loss
-    finally:
-        control.stop()
+def test_a_killed_sim_ends_the_loop_process_naming_the_sim(sim, running):
+    control, received = running
+    assert wait_until(lambda: len(received.states) >= 50, timeout_s=30)
+    os.kill(sim.process.pid, signal.SIGKILL)
+    assert wait_until(lambda: control.lost_cause is not None, timeout_s=15)
+    assert "robot 'sim' lost" in control.lost_cause and "sim on link" in control.lost_cause, control.lost_cause
+    health = control.health()
+    assert health.level == ERROR and health.values["robot"] == "lost"
+    with pytest.raises(RobotLostError, match="stopped commanding"):
+        control.raise_if_lost()
+    assert wait_until(lambda: not control.process.is_alive(), timeout_s=15)
+    assert control.process.exitcode == 3
+    count = len(received.states)
+    time.sleep(0.3)
+    assert len(received.states) == count  # nothing after the loss
 
 
 def test_no_sim_fails_start_with_the_backends_own_words():
