@@ -1,7 +1,6 @@
-"""Impedance-controller node: a ROS shell around the control loop (deploy.control.loop), which runs in a child
-process of its own (deploy.control.loop_process; `loop_runner: thread` or a backend reached over ROS topics: a
-thread of this process, deploy.control.runner), translating chunks, services, parameters and diagnostics to and
-from ROS. A lost robot ends the node: ERROR on /diagnostics naming the cause, then one line and a non-zero exit. The node
+"""Impedance-controller node: a ROS shell around the control loop (deploy.control.loop), which runs on a thread
+of this process (deploy.control.runner, the default) or in a child process of its own (`loop_runner: process`,
+deploy.control.loop_process), translating chunks, services, parameters and diagnostics to and from ROS. A lost robot ends the node: ERROR on /diagnostics naming the cause, then one line and a non-zero exit. The node
 never asks which backend runs (one reached over ROS topics is wired by deploy.nodes.robot_topics)."""
 from __future__ import annotations
 
@@ -47,7 +46,7 @@ class ControllerNode(Node):
         if self.config.loop_runner == "process" and robot.topic_bridge is None:
             self.control = LoopProcess(spec, self.publish_state, self.publish_reference)
             self.control.start()  # the child connects to the robot (retrying) and starts its loop
-        else:  # a backend fed by this node's subscriptions runs in this process
+        else:  # the default, and always for a backend fed by this node's subscriptions
             if robot.topic_bridge is not None:
                 bridge_robot_topics(self, robot)
             connect_with_retry(self, robot.connect, f"robot '{self.config.robot}'", self.config.connect_timeout_s,
