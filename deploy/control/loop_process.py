@@ -1,4 +1,5 @@
-"""The control loop in a child process of its own (the controller's `loop_runner: process`, set by config/realtime.yaml).
+"""The control loop in a child process of its own (the controller's `loop_runner: process`, which
+config/realtime.yaml sets).
 
 In the node's process the 1 kHz loop shared one interpreter lock with every rclpy callback: publishing the
 robot state, decoding chunks, the executor's own wake-ups. Under SCHED_FIFO the executor then had to run one
