@@ -1,36 +1,146 @@
-"""`RobotModel` computed by MuJoCo from the Panda MJCF (the sim backend's stand-in for libfranka's model)."""
+"""`RobotModel` computed by MuJoCo from the Panda MJCF (the sim backend's stand-in for libfranka's model).
+
+The 1 kHz tick evaluates the model once per sample. Through the Python bindings that was nine calls of ~1 µs
+overhead each around ~13 µs of MuJoCo's own work; here one compiled kernel (numba, interpreter lock released)
+calls MuJoCo's C functions directly (`_call_c`: the address of each C function from libmujoco, which the
+bindings already loaded, and of the MjModel / MjData they wrap), so a tick pays one call's overhead.
+"""
 from __future__ import annotations
+
+import ctypes
+import glob
+import os
 
 import mujoco
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.extending import intrinsic
 
 from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, Dynamics, RobotModel
 from deploy.sim.scene import ARM_JOINTS, TCP_SITE, build_robot_model
 
+# The MuJoCo C functions the evaluation calls, in the order of their addresses in `_Addresses.functions`.
+_FUNCTIONS = ("mj_kinematics", "mj_comPos", "mj_crb", "mj_jacSite", "mj_fullM", "mj_comVel", "mj_rne",
+              "mju_mat2Quat")
+_KINEMATICS, _COM_POS, _CRB, _JAC_SITE, _FULL_M, _COM_VEL, _RNE, _MAT2QUAT = range(len(_FUNCTIONS))
+
+
+@intrinsic
+def _call_c(typingctx, function_address, arguments):
+    """Call the C function at `function_address` (void return) with `arguments`, a tuple whose uint64 entries
+    are pointers and whose other integers are C ints. The address is an argument, not a constant baked into
+    the code, so the kernels that use this stay cacheable on disk."""
+    if not isinstance(arguments, types.BaseTuple):
+        return None
+    pointer = ir.IntType(8).as_pointer()
+    is_pointer = [argument == types.uint64 for argument in arguments]
+
+    def codegen(context, builder, signature, llvm_arguments):
+        address, packed = llvm_arguments
+        values = [builder.extract_value(packed, i) for i in range(len(is_pointer))]
+        c_values = [builder.inttoptr(v, pointer) if p else builder.trunc(v, ir.IntType(32)) if v.type.width > 32
+                    else v for v, p in zip(values, is_pointer)]
+        function_type = ir.FunctionType(ir.VoidType(), [v.type for v in c_values])
+        builder.call(builder.inttoptr(address, function_type.as_pointer()), c_values)
+        return context.get_dummy_value()
+
+    return types.void(types.uint64, arguments), codegen
+
+
+@intrinsic
+def _float_pointer(typingctx, address):
+    """The uint64 `address` as a float64 pointer (for numba.carray over MjData's arrays)."""
+    def codegen(context, builder, signature, llvm_arguments):
+        return builder.inttoptr(llvm_arguments[0], ir.DoubleType().as_pointer())
+
+    return types.CPointer(types.float64)(types.uint64), codegen
+
 
 @njit(nogil=True, cache=True)
-def _gather(dof_idx, site_xpos, site_quat_wxyz, jac_pos, jac_rot, full_mass, rne, out_position_m, out_quat_xyzw,
-            out_jacobian, out_mass, out_gravity_nm):
-    """The arm's share of MuJoCo's results: (3, nv) Jacobians, (nv, nv) inertia, (nv,) RNE; wxyz -> xyzw."""
-    n = dof_idx.shape[0]
-    for j in range(n):
+def _float_view(address, n):
+    return carray(_float_pointer(address), n)
+
+
+def _libmujoco() -> ctypes.CDLL:
+    """The libmujoco the bindings loaded (shipped inside the wheel; a distro build links the same name)."""
+    folder = os.path.dirname(mujoco.__file__)
+    candidates = sorted(glob.glob(os.path.join(folder, "libmujoco.so*")))
+    return ctypes.CDLL(candidates[0] if candidates else "libmujoco.so", mode=ctypes.RTLD_GLOBAL)
+
+
+# Offsets into the packed (n * n + 9 * n + 7,) Dynamics buffer: position (3), quat xyzw (4), jacobian (6, n),
+# mass matrix (n, n), gravity (n), coriolis (n).
+def _dynamics_views(buffer: np.ndarray, n: int) -> Dynamics:
+    jacobian_end = 7 + 6 * n
+    mass_end = jacobian_end + n * n
+    return Dynamics(buffer[0:3], buffer[3:7], buffer[7:jacobian_end].reshape(6, n),
+                    buffer[jacobian_end:mass_end].reshape(n, n), buffer[mass_end:mass_end + n],
+                    buffer[mass_end + n:mass_end + 2 * n])
+
+
+@njit(nogil=True, cache=True)
+def _evaluate(functions, pointers, q_rad, dq_rad_s, with_velocity, cache, scratch, out):
+    """Fill `out` (the packed Dynamics) at (q, dq): the position-dependent part when q differs from the cached
+    one (gravity by RNE at dq = 0), C(q, dq) dq when `with_velocity` and dq differs. `pointers` = [model, data,
+    qpos of joint 1, qvel of joint 1, site_xpos, site_xmat, site id, first dof, nv]; `cache` (2 n + 2,) =
+    [q valid, q, dq valid, dq]; `scratch` = jac_pos (3 nv), jac_rot (3 nv), full inertia (nv nv), rne (nv),
+    quat wxyz (4)."""
+    n = q_rad.shape[0]
+    model, data, qpos, qvel, site_xpos, site_xmat = pointers[0], pointers[1], pointers[2], pointers[3], \
+        pointers[4], pointers[5]
+    site, first_dof, nv = np.int32(pointers[6]), int(pointers[7]), int(pointers[8])
+    arm_qpos = _float_view(qpos, n)
+    arm_qvel = _float_view(qvel, n)
+    jac_pos, jac_rot = scratch[0:3 * nv], scratch[3 * nv:6 * nv]
+    full_mass, rne = scratch[6 * nv:6 * nv + nv * nv], scratch[6 * nv + nv * nv:7 * nv + nv * nv]
+    quat_wxyz = scratch[7 * nv + nv * nv:7 * nv + nv * nv + 4]
+    jacobian_at, mass_at, gravity_at, coriolis_at = 7, 7 + 6 * n, 7 + 6 * n + n * n, 7 + 7 * n + n * n
+    same_q = cache[0] == 1.0
+    for i in range(n):
+        same_q = same_q and cache[1 + i] == q_rad[i]
+    if not same_q:
+        for i in range(n):
+            arm_qpos[i] = q_rad[i]
+            arm_qvel[i] = 0.0
+            cache[1 + i] = q_rad[i]
+        _call_c(functions[_KINEMATICS], (model, data))
+        _call_c(functions[_COM_POS], (model, data))
+        _call_c(functions[_CRB], (model, data))
+        _call_c(functions[_JAC_SITE], (model, data, jac_pos.ctypes.data, jac_rot.ctypes.data, site))
+        _call_c(functions[_FULL_M], (model, data, full_mass.ctypes.data))
+        _call_c(functions[_COM_VEL], (model, data))  # rne reads the com velocities: zero here
+        _call_c(functions[_RNE], (model, data, np.int32(0), rne.ctypes.data))  # gravity
+        _call_c(functions[_MAT2QUAT], (quat_wxyz.ctypes.data, site_xmat))
+        xpos = _float_view(site_xpos, 3)
         for i in range(3):
-            out_jacobian[i, j] = jac_pos[i, dof_idx[j]]
-            out_jacobian[3 + i, j] = jac_rot[i, dof_idx[j]]
-        for k in range(n):
-            out_mass[j, k] = full_mass[dof_idx[j], dof_idx[k]]
-        out_gravity_nm[j] = rne[dof_idx[j]]
-    out_position_m[:] = site_xpos
-    out_quat_xyzw[0], out_quat_xyzw[1], out_quat_xyzw[2], out_quat_xyzw[3] = (site_quat_wxyz[1], site_quat_wxyz[2],
-                                                                              site_quat_wxyz[3], site_quat_wxyz[0])
-
-
-@njit(nogil=True, cache=True)
-def _coriolis(dof_idx, rne, gravity_nm, out_coriolis_nm):
-    for j in range(dof_idx.shape[0]):
-        out_coriolis_nm[j] = rne[dof_idx[j]] - gravity_nm[j]
+            out[i] = xpos[i]
+        out[3], out[4], out[5], out[6] = quat_wxyz[1], quat_wxyz[2], quat_wxyz[3], quat_wxyz[0]
+        for j in range(n):
+            for i in range(3):
+                out[jacobian_at + i * n + j] = jac_pos[i * nv + first_dof + j]
+                out[jacobian_at + (3 + i) * n + j] = jac_rot[i * nv + first_dof + j]
+            for k in range(n):
+                out[mass_at + j * n + k] = full_mass[(first_dof + j) * nv + first_dof + k]
+            out[gravity_at + j] = rne[first_dof + j]
+            out[coriolis_at + j] = 0.0  # coriolis at dq = 0
+            cache[n + 2 + j] = 0.0
+        cache[0] = cache[n + 1] = 1.0
+    if not with_velocity:
+        return
+    same_dq = same_q and cache[n + 1] == 1.0
+    for i in range(n):
+        same_dq = same_dq and cache[n + 2 + i] == dq_rad_s[i]
+    if same_dq:
+        return
+    for i in range(n):
+        arm_qvel[i] = dq_rad_s[i]
+        cache[n + 2 + i] = dq_rad_s[i]
+    _call_c(functions[_COM_VEL], (model, data))
+    _call_c(functions[_RNE], (model, data, np.int32(0), rne.ctypes.data))  # C(q, dq) dq + g, zero acceleration
+    for j in range(n):
+        out[coriolis_at + j] = rne[first_dof + j] - out[gravity_at + j]
 
 
 class MujocoRobotModel(RobotModel):
@@ -38,9 +148,8 @@ class MujocoRobotModel(RobotModel):
 
     A control tick asks for pose, Jacobian, inertia and bias at one (q, dq): evaluated once per distinct q by
     MuJoCo's pieces the law needs (kinematics, com positions, composite-rigid-body inertia, site Jacobian,
-    RNE at dq = 0 for gravity; no collision or constraint pass), plus one RNE per distinct dq, all into
-    preallocated arrays (views on the MjData are taken once: each attribute access through the bindings
-    costs about a microsecond).
+    RNE at dq = 0 for gravity; no collision or constraint pass), plus one RNE per distinct dq, in one compiled
+    call into preallocated arrays (`_evaluate`).
     """
 
     def __init__(self, model: mujoco.MjModel | None = None):
@@ -48,88 +157,54 @@ class MujocoRobotModel(RobotModel):
         self._data = mujoco.MjData(self._model)
         m, d = self._model, self._data
         joint_ids = [m.joint(name).id for name in ARM_JOINTS]
-        self._qpos_idx = np.array([m.jnt_qposadr[j] for j in joint_ids])
-        self._dof_idx = np.array([m.jnt_dofadr[j] for j in joint_ids])
-        self._site_id = m.site(TCP_SITE).id
+        qpos_idx = np.array([m.jnt_qposadr[j] for j in joint_ids])
+        dof_idx = np.array([m.jnt_dofadr[j] for j in joint_ids])
+        if not ((np.diff(qpos_idx) == 1).all() and (np.diff(dof_idx) == 1).all()):
+            raise ConfigError(f"MujocoRobotModel needs the arm joints {ARM_JOINTS} consecutive in the MJCF")
         self._limits = m.jnt_range[joint_ids].copy()
         actuator_ids = [i for i in range(m.nu) if m.actuator_trntype[i] == mujoco.mjtTrn.mjTRN_JOINT
                         and m.actuator_trnid[i, 0] in joint_ids]
         self._tau_limits = np.abs(m.actuator_ctrlrange[actuator_ids, 1]).copy()
         assert len(self._tau_limits) == ARM_DOF
-        first_qpos, first_dof = self._qpos_idx[0], self._dof_idx[0]
-        if not ((np.diff(self._qpos_idx) == 1).all() and (np.diff(self._dof_idx) == 1).all()):
-            raise ConfigError(f"MujocoRobotModel needs the arm joints {ARM_JOINTS} consecutive in the MJCF")
-        # views on the MjData, taken once
-        self._arm_qpos, self._arm_qvel = d.qpos[first_qpos:first_qpos + ARM_DOF], d.qvel[first_dof:first_dof + ARM_DOF]
-        self._site_xpos, self._site_xmat = d.site_xpos[self._site_id], d.site_xmat[self._site_id]
+        site_id = m.site(TCP_SITE).id
         d.qvel[:] = 0.0
-        self._q_key: bytes | None = None
-        self._dq_key: bytes | None = None
-        self._jac_pos = np.zeros((3, m.nv))
-        self._jac_rot = np.zeros((3, m.nv))
-        self._full_mass = np.zeros((m.nv, m.nv))
-        self._rne = np.zeros(m.nv)
-        self._quat_wxyz = np.zeros(4)
-        n = len(self._dof_idx)
-        self._out = Dynamics(np.zeros(3), np.zeros(4), np.zeros((6, n)), np.zeros((n, n)), np.zeros(n), np.zeros(n))
-        self.dynamics(np.zeros(n), np.ones(n))  # compiles (or loads from cache) its kernels now, not in a tick
+        library = _libmujoco()
+        self._functions = np.array([ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                                    for name in _FUNCTIONS], dtype=np.uint64)
+        self._pointers = np.array([m._address, d._address, d.qpos[qpos_idx[0]:].ctypes.data,
+                                   d.qvel[dof_idx[0]:].ctypes.data, d.site_xpos[site_id].ctypes.data,
+                                   d.site_xmat[site_id].ctypes.data, site_id, dof_idx[0], m.nv], dtype=np.uint64)
+        n = len(dof_idx)
+        self._cache = np.zeros(2 * n + 2)
+        self._scratch = np.zeros(7 * m.nv + m.nv * m.nv + 4)
+        self._buffer = np.zeros(n * n + 9 * n + 7)
+        self._out = _dynamics_views(self._buffer, n)
+        self._zero_dq = np.zeros(n)
+        self.dynamics(np.zeros(n), np.ones(n))  # compiles (or loads from cache) the kernel now, not in a tick
 
-    def _at(self, q_rad) -> None:
-        """Position-dependent quantities at q (gravity at dq = 0), evaluated once per distinct q."""
-        q = np.asarray(q_rad, dtype=float)
-        key = q.tobytes()
-        if key == self._q_key:
-            return
-        m, d, out = self._model, self._data, self._out
-        self._arm_qpos[:] = q
-        self._arm_qvel[:] = 0.0
-        mujoco.mj_kinematics(m, d)
-        mujoco.mj_comPos(m, d)
-        mujoco.mj_crb(m, d)
-        mujoco.mj_jacSite(m, d, self._jac_pos, self._jac_rot, self._site_id)
-        mujoco.mj_fullM(m, d, self._full_mass)
-        mujoco.mj_comVel(m, d)  # rne reads the com velocities: zero here
-        mujoco.mj_rne(m, d, 0, self._rne)  # gravity
-        mujoco.mju_mat2Quat(self._quat_wxyz, self._site_xmat)
-        _gather(self._dof_idx, self._site_xpos, self._quat_wxyz, self._jac_pos, self._jac_rot, self._full_mass,
-                self._rne, out.position_m, out.quat_xyzw, out.jacobian, out.mass_matrix, out.gravity_nm)
-        out.coriolis_nm[:] = 0.0
-        self._q_key, self._dq_key = key, bytes(8 * len(self._dof_idx))  # coriolis at dq = 0 is zero
-
-    def _at_velocity(self, dq_rad_s) -> None:
-        """C(q, dq) dq at the cached q, evaluated once per distinct dq."""
-        dq = np.asarray(dq_rad_s, dtype=float)
-        key = dq.tobytes()
-        if key == self._dq_key:
-            return
-        self._arm_qvel[:] = dq
-        mujoco.mj_comVel(self._model, self._data)
-        mujoco.mj_rne(self._model, self._data, 0, self._rne)  # C(q, dq) dq + g, zero acceleration
-        _coriolis(self._dof_idx, self._rne, self._out.gravity_nm, self._out.coriolis_nm)
-        self._dq_key = key
+    def _at(self, q_rad, dq_rad_s=None) -> Dynamics:
+        _evaluate(self._functions, self._pointers, np.asarray(q_rad, dtype=float),
+                  self._zero_dq if dq_rad_s is None else np.asarray(dq_rad_s, dtype=float), dq_rad_s is not None,
+                  self._cache, self._scratch, self._buffer)
+        return self._out
 
     def dynamics(self, q_rad, dq_rad_s) -> Dynamics:
         """The model's own arrays (overwritten at the next call with another q or dq)."""
-        self._at(q_rad)
-        self._at_velocity(dq_rad_s)
-        return self._out
+        return self._at(q_rad, dq_rad_s)
 
     def ee_pose(self, q_rad):
-        self._at(q_rad)
-        return self._out.position_m.copy(), self._out.quat_xyzw.copy()
+        out = self._at(q_rad)
+        return out.position_m.copy(), out.quat_xyzw.copy()
 
     def jacobian(self, q_rad):
-        self._at(q_rad)
-        return self._out.jacobian.copy()
+        return self._at(q_rad).jacobian.copy()
 
     def mass_matrix(self, q_rad):
-        self._at(q_rad)
-        return self._out.mass_matrix.copy()
+        return self._at(q_rad).mass_matrix.copy()
 
     def bias_torque(self, q_rad, dq_rad_s):
-        self._at(q_rad)
-        self._at_velocity(dq_rad_s)
-        return self._out.gravity_nm + self._out.coriolis_nm
+        out = self._at(q_rad, dq_rad_s)
+        return out.gravity_nm + out.coriolis_nm
 
     @property
     def joint_limits_rad(self):
