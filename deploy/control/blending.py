@@ -129,7 +129,7 @@ def dense_grid(start_s: float, knot_times_s: np.ndarray, end_s: float, dt_s: flo
 
 
 @njit(nogil=True, cache=True)
-def _sample_plan(times_s, values, slopes, t_s, quat_start, quat_stop, out):
+def sample_plan(times_s, values, slopes, t_s, quat_start, quat_stop, out):
     """out (A,) = the plan at t_s: held before the first and after the last grid time, else a lerp between
     grid points with the quaternion columns [quat_start, quat_stop) renormalised (quat_start < 0: none)."""
     i = np.searchsorted(times_s, t_s, side="right")
@@ -152,7 +152,7 @@ def _sample_plan(times_s, values, slopes, t_s, quat_start, quat_stop, out):
 def _sample_plan_many(times_s, values, slopes, ts_s, quat_start, quat_stop):
     out = np.empty((ts_s.shape[0], values.shape[1]))
     for k in range(ts_s.shape[0]):
-        _sample_plan(times_s, values, slopes, ts_s[k], quat_start, quat_stop, out[k])
+        sample_plan(times_s, values, slopes, ts_s[k], quat_start, quat_stop, out[k])
     return out
 
 
@@ -182,10 +182,15 @@ class DensePlan:
     def end_s(self) -> float:
         return float(self.times_s[-1])
 
+    @property
+    def compiled_sampling(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """The arguments `sample_plan` takes besides the time and the output (for a compiled tick)."""
+        return (self.times_s, self.values, self._slopes, *self._quat_columns)
+
     def sample(self, t_s: float) -> np.ndarray:
         """(A,) at t_s; held before the start and after the end (compiled: this runs in every control tick)."""
         out = np.empty(self.values.shape[1])
-        _sample_plan(self.times_s, self.values, self._slopes, t_s, *self._quat_columns, out)
+        sample_plan(self.times_s, self.values, self._slopes, t_s, *self._quat_columns, out)
         return out
 
     def sample_many(self, times_s: np.ndarray) -> np.ndarray:

@@ -319,6 +319,11 @@ class ChunkExecutor:
         weights = np.where(covers, np.exp(-self.config.ensemble_decay * age_index), 0.0)
         return weighted_mean(values, weights, self.space.quat)
 
+    @property
+    def plan(self) -> DensePlan | None:
+        """The plan the ticks sample (None before the first chunk or hold)."""
+        return self._plan
+
     def sample(self, now_s: float) -> np.ndarray | None:
         """(A,) reference at now_s (held after the plan's end), or None before the first chunk or hold."""
         return None if self._plan is None else self._plan.sample(now_s)

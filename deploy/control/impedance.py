@@ -167,6 +167,27 @@ def _joint_torque(q_rad, dq_rad_s, target_q_rad, mass_matrix, tau_gravity_nm, ta
                          dt_s, torque_limits_nm)
 
 
+# CartesianImpedance.params: config gains (7), error limit (6), posture (7), then damping ratio, target filter,
+# gain filter, max torque rate, add gravity (1.0 / 0.0). CartesianImpedance.state: the filtered target position
+# (3) and quaternion (4), the filtered gains (7), the last active torque (7).
+_GAINS, _ERROR_LIMIT, _POSTURE, _SCALARS = slice(0, 7), slice(7, 13), slice(13, 20), slice(20, 25)
+PARAMS_SIZE = 25
+_FILTERED_POSITION, _FILTERED_QUAT, _FILTERED_GAINS, _TAU_PREVIOUS = slice(0, 3), slice(3, 7), slice(7, 14), slice(14, 21)
+STATE_SIZE = 21
+
+
+@njit(nogil=True, cache=True)
+def cartesian_law(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, position_m, quat_xyzw, jacobian,
+                  mass_matrix, tau_gravity_nm, tau_coriolis_nm, tau_extra_nm, torque_limits_nm, params, state, dt_s,
+                  stiffness_scale):
+    """The Cartesian law on CartesianImpedance's packed `params` and `state` (updated in place)."""
+    return _cartesian_torque(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, position_m, quat_xyzw, jacobian,
+                             mass_matrix, tau_gravity_nm, tau_coriolis_nm, tau_extra_nm, torque_limits_nm,
+                             params[0:7], params[7:13], params[13:20], params[20], params[21], params[22],
+                             params[23], params[24] != 0.0, state[0:3], state[3:7], state[7:14], state[14:21], dt_s,
+                             stiffness_scale)
+
+
 @dataclasses.dataclass(frozen=True)
 class CartesianImpedanceConfig(BoundedConfig):
     """Gains and limits of the Cartesian impedance law; the pose is the TCP in the base frame.
@@ -215,11 +236,18 @@ class CartesianImpedance:
     """
 
     def __init__(self, config: CartesianImpedanceConfig | None = None):
+        # Parameters and filter states live in two flat arrays (named views below), so the fused torque tick
+        # (deploy/control/loop.py) hands the law all of them in two arguments.
+        self.params = np.zeros(PARAMS_SIZE)
+        self._config_gains, self._error_limit = self.params[_GAINS], self.params[_ERROR_LIMIT]
+        self._posture_q_rad = self.params[_POSTURE]
+        self.state = np.zeros(STATE_SIZE)
+        self._target_position_m, self._target_quat_xyzw = self.state[_FILTERED_POSITION], self.state[_FILTERED_QUAT]
+        self._gains, self._tau_active_previous_nm = self.state[_FILTERED_GAINS], self.state[_TAU_PREVIOUS]
         self.set_config(config or CartesianImpedanceConfig())
-        self._tau_active_previous_nm = np.zeros(ARM_DOF)
-        self._gains = self._config_gains.copy()
-        self._target_position_m, self._target_quat_xyzw = np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
-        self._target_set = False
+        self._gains[:] = self._config_gains
+        self._target_quat_xyzw[3] = 1.0
+        self.target_set = False
         self._no_extra_nm = np.zeros(ARM_DOF)
         _warm_up()
 
@@ -227,17 +255,18 @@ class CartesianImpedance:
         """Take new gains/limits; stiffnesses glide there through the gain filter."""
         self.config = config
         # (7,) [translational (3), rotational (3), nullspace] stiffness, the quantities the gain filter moves
-        self._config_gains = np.array([*config.translational_stiffness_n_per_m, *config.rotational_stiffness_nm_per_rad,
-                                       config.nullspace_stiffness_nm_per_rad])
-        self._error_limit = np.array([*config.max_translational_error_m, *config.max_rotational_error_rad])
-        self._posture_q_rad = np.array(config.posture_q_rad)
+        self._config_gains[:] = [*config.translational_stiffness_n_per_m, *config.rotational_stiffness_nm_per_rad,
+                                 config.nullspace_stiffness_nm_per_rad]
+        self._error_limit[:] = [*config.max_translational_error_m, *config.max_rotational_error_rad]
+        self._posture_q_rad[:] = config.posture_q_rad
+        self.params[_SCALARS] = (config.damping_ratio, config.target_filter_per_tick, config.gain_filter_per_tick,
+                                 config.max_torque_rate_nm_per_tick, float(config.add_gravity))
 
     def reset(self, tau_active_nm: np.ndarray | None = None) -> None:
         """Restart filters; rate limiting starts from `tau_active_nm` (7,) [Nm] (last command minus gravity, or 0)."""
-        self._tau_active_previous_nm = (np.zeros(ARM_DOF) if tau_active_nm is None
-                                        else np.array(tau_active_nm, dtype=float))
-        self._gains = self._config_gains.copy()
-        self._target_set = False
+        self._tau_active_previous_nm[:] = 0.0 if tau_active_nm is None else np.asarray(tau_active_nm, dtype=float)
+        self._gains[:] = self._config_gains
+        self.target_set = False
 
     def compute(self, q_rad, dq_rad_s, target_position_m, target_quat_xyzw, model: RobotModel, dt_s: float,
                 stiffness_scale: float = 1.0, tau_extra_nm: np.ndarray | None = None) -> np.ndarray:
@@ -246,21 +275,17 @@ class CartesianImpedance:
         `tau_extra_nm` (7,): further active torque (the safety layer's joint-limit repulsion), rate-limited with
         the rest so nothing added to the command can jump.
         """
-        c = self.config
         q_rad, dq_rad_s = np.asarray(q_rad, dtype=float), np.asarray(dq_rad_s, dtype=float)
         target_position_m = np.asarray(target_position_m, dtype=float)
         target_quat_xyzw = np.asarray(target_quat_xyzw, dtype=float)
-        if not self._target_set:  # the filter starts at the first target
+        if not self.target_set:  # the filter starts at the first target
             self._target_position_m[:], self._target_quat_xyzw[:] = target_position_m, target_quat_xyzw
-            self._target_set = True
+            self.target_set = True
         d: Dynamics = model.dynamics(q_rad, dq_rad_s)
-        return _cartesian_torque(
-            q_rad, dq_rad_s, target_position_m, target_quat_xyzw, d.position_m, d.quat_xyzw, d.jacobian,
-            d.mass_matrix, d.gravity_nm, d.coriolis_nm, self._no_extra_nm if tau_extra_nm is None else tau_extra_nm,
-            model.torque_limits_nm, self._config_gains, self._error_limit, self._posture_q_rad, c.damping_ratio,
-            c.target_filter_per_tick, c.gain_filter_per_tick, c.max_torque_rate_nm_per_tick, c.add_gravity,
-            self._target_position_m, self._target_quat_xyzw, self._gains, self._tau_active_previous_nm,
-            float(dt_s), float(stiffness_scale))
+        return cartesian_law(q_rad, dq_rad_s, target_position_m, target_quat_xyzw, d.position_m, d.quat_xyzw,
+                             d.jacobian, d.mass_matrix, d.gravity_nm, d.coriolis_nm,
+                             self._no_extra_nm if tau_extra_nm is None else tau_extra_nm, model.torque_limits_nm,
+                             self.params, self.state, float(dt_s), float(stiffness_scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,9 +363,10 @@ def _warm_up() -> None:
         return
     n, eye = ARM_DOF, np.eye(ARM_DOF)
     jacobian, zeros, quat = np.ones((6, n)), np.zeros(n), np.array([0.0, 0.0, 0.0, 1.0])
-    _cartesian_torque(zeros, zeros, np.zeros(3), quat, np.zeros(3), quat, jacobian, eye, zeros, zeros, zeros,
-                      np.ones(n), np.ones(n), np.ones(6), zeros, 1.0, 0.1, 0.005, 1.0, False, np.zeros(3),
-                      quat.copy(), np.ones(n), np.zeros(n), 0.001, 1.0)
+    params, state = np.ones(PARAMS_SIZE), np.zeros(STATE_SIZE)
+    state[_FILTERED_QUAT] = quat
+    cartesian_law(zeros, zeros, np.zeros(3), quat, np.zeros(3), quat, jacobian, eye, zeros, zeros, zeros, np.ones(n),
+                  params, state, 0.001, 1.0)
     _joint_torque(zeros, zeros, zeros, eye, zeros, zeros, zeros, np.ones(n), np.ones(n), np.ones(n), 1.0, 0.1,
                   0.005, 1.0, False, np.zeros(n), np.ones(n), np.zeros(n), 0.001, 1.0)
     _warm_up.done = True

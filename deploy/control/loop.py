@@ -23,13 +23,18 @@ from collections import deque
 
 import numpy as np
 
+from numba import njit
+
+from deploy.control.blending import sample_plan
 from deploy.control.chunks import (CARTESIAN, ActionSpace, Chunk, ChunkError, ChunkExecutor, ChunkExecutorConfig,
                                    ExecutorStatus, Splice)
 from deploy.control.ik import IKConfig, solve_ik
-from deploy.control.impedance import CartesianImpedance, CartesianImpedanceConfig, JointImpedance, JointImpedanceConfig
-from deploy.control.safety import SafetyConfig, SafetyLayer
+from deploy.control.impedance import (CartesianImpedance, CartesianImpedanceConfig, JointImpedance,
+                                      JointImpedanceConfig, cartesian_law)
+from deploy.control.safety import SafetyConfig, SafetyLayer, filter_pose, joint_limit_repulsion
 from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, Capability, Robot, RobotState
+from deploy.robots.mujoco_model import MujocoRobotModel, evaluate, packed_dynamics
 
 SPLICE_LEAD_S = 0.01  # a chunk takes over at least this long after the last tick: time to build its plan
 MAX_SPLICE_LEAD_S = 0.1  # ... and at most this long: the lead follows twice the last build time in between
@@ -39,6 +44,31 @@ IK_UNREACHED_M, IK_UNREACHED_RAD = 0.001, 0.01  # IK residual beyond which the r
 
 def _error_text(error: Exception) -> str:
     return str(error) if isinstance(error, ChunkError) else f"{type(error).__name__}: {error}"
+
+
+@njit(nogil=True, cache=True)
+def _cartesian_torque_tick(plan_times_s, plan_values, plan_slopes, quat_start, quat_stop, now_s, candidate,
+                           safe_pose, frozen, dt_s, safety_limits, joint_limits_rad, model_functions, model_pointers,
+                           model_cache, model_scratch, model_buffer, q_rad, dq_rad_s, torque_limits_nm, law_params,
+                           law_state, period_s, stiffness_scale, tau_nm):
+    """A whole Cartesian torque tick in one compiled call, composed of the modules' own kernels: sample the plan
+    into `candidate`, filter it into the safe pose (safety), evaluate the MuJoCo model, add the joint-limit
+    repulsion and run the impedance law into `tau_nm`. Through Python that was some ten calls and their
+    wrappers, most of the tick. Returns the safety trip bits, or -1 (nothing changed) for a non-finite state."""
+    n = q_rad.shape[0]
+    for i in range(n):
+        if not (np.isfinite(q_rad[i]) and np.isfinite(dq_rad_s[i])):
+            return -1
+    sample_plan(plan_times_s, plan_values, plan_slopes, now_s, quat_start, quat_stop, candidate)
+    bits = filter_pose(safe_pose, candidate, frozen, dt_s, safety_limits)
+    repulsion_nm = np.empty(n)
+    bits |= joint_limit_repulsion(q_rad, joint_limits_rad, safety_limits, repulsion_nm)
+    evaluate(model_functions, model_pointers, q_rad, dq_rad_s, True, model_cache, model_scratch, model_buffer)
+    position_m, quat_xyzw, jacobian, mass_matrix, gravity_nm, coriolis_nm = packed_dynamics(model_buffer, n)
+    tau_nm[:] = cartesian_law(q_rad, dq_rad_s, safe_pose[0:3], safe_pose[3:7], position_m, quat_xyzw, jacobian,
+                              mass_matrix, gravity_nm, coriolis_nm, repulsion_nm, torque_limits_nm, law_params,
+                              law_state, period_s, stiffness_scale)
+    return bits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +154,13 @@ class ControlLoop:
         self._gripper_width_m: float | None = None
         self._ik_seed_rad: np.ndarray | None = None
         self._ik_was_unreached = False
+        # The compiled Cartesian torque tick runs where the model is MuJoCo's (sim, Franka); else the general one.
+        compiled = (space == CARTESIAN and Capability.TORQUE in robot.capabilities
+                    and isinstance(robot.model, MujocoRobotModel))
+        self._compiled_model = robot.model.native if compiled else None
+        self._candidate = np.empty(space.width)
+        if compiled:
+            self._warm_up_compiled_tick()
 
     # --- chunks in (any thread) --------------------------------------------------------------------------
     def offer_chunk(self, chunk: Chunk, space: ActionSpace) -> None:
@@ -214,6 +251,13 @@ class ControlLoop:
         if self._gripper_width_m is None:
             self._gripper_width_m = state.gripper_width_m
         self._splice_due_chunk(now_s)
+        record = self._compiled_tick(state, now_s, started_s) if self._compiled_model is not None else None
+        if record is not None:
+            return record
+        finite = bool(np.isfinite(state.q_rad).all() and np.isfinite(state.dq_rad_s).all())
+        self.safety.note_sample(finite)
+        if not finite:  # command nothing for this sample: the robot brakes on it as on a missed tick
+            return None
         candidate = self.executor.sample(now_s)  # (A,) or None before the first chunk
         if self.space == CARTESIAN:
             pose = None if candidate is None else (candidate[0:3], candidate[3:7])
@@ -239,6 +283,46 @@ class ControlLoop:
                                     joint_target_sent_rad, self._gripper_width_m)
         self.stats.record_compute(time.perf_counter() - started_s)
         return self.last_tick
+
+    def _compiled_tick(self, state: RobotState, now_s: float, started_s: float) -> TickRecord | None:
+        """The Cartesian torque tick as one compiled call (`_cartesian_torque_tick`); None when this tick needs
+        the general path: no plan or safe pose yet, an e-stop snap pending, the law not started, a bad sample."""
+        plan, impedance = self.executor.plan, self.impedance
+        if plan is None or not impedance.target_set:
+            return None
+        safety = self.safety.compiled_tick_state(now_s)
+        if safety is None:
+            return None
+        safe_pose, frozen, dt_s = safety
+        tau_nm = np.empty(self.robot.model.dof)
+        bits = _cartesian_torque_tick(*plan.compiled_sampling, now_s, self._candidate, safe_pose, frozen, dt_s,
+                                      self.safety.limits, self.robot.model.joint_limits_rad, *self._compiled_model,
+                                      state.q_rad, state.dq_rad_s, self.robot.model.torque_limits_nm,
+                                      impedance.params, impedance.state, self.period_s, self.safety.stiffness_scale,
+                                      tau_nm)
+        if bits < 0:
+            return None
+        self.safety.compiled_tick_done(bits)
+        tau_sent_nm = self.robot.command_torque(tau_nm)
+        gripper_m = self._candidate[-1]
+        if math.isfinite(gripper_m):
+            self._gripper_width_m = float(gripper_m)
+        self.robot.command_gripper(self._gripper_width_m)
+        self.last_tick = TickRecord(state, safe_pose[:3].copy(), safe_pose[3:].copy(), self.safety.stiffness_scale,
+                                    tau_sent_nm, None, self._gripper_width_m)
+        self.stats.record_compute(time.perf_counter() - started_s)
+        return self.last_tick
+
+    def _warm_up_compiled_tick(self) -> None:
+        """Compile (or load from numba's cache) the fused tick at construction, so no compilation lands in a
+        1 kHz tick; on copies of the states it writes, and the model's cache invalidated after."""
+        model, n = self.robot.model, self.robot.model.dof
+        plan = np.array([0.0, 1.0]), np.tile([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0, 0.04], (2, 1)), np.zeros((1, 8))
+        _cartesian_torque_tick(*plan, 3, 7, 0.5, np.empty(8), plan[1][0, :7].copy(), False, 0.001,
+                               self.safety.limits, model.joint_limits_rad, *self._compiled_model, np.zeros(n),
+                               np.zeros(n), model.torque_limits_nm, self.impedance.params,
+                               self.impedance.state.copy(), 0.001, 1.0, np.empty(n))
+        self._compiled_model[2][0] = 0.0  # the model's cache (q valid) no longer matches its last answer
 
     def _command(self, state: RobotState, reference, safe_q_rad: np.ndarray | None, stiffness_scale: float):
         """Send the safe reference in the form the robot takes; returns (torque sent, joint target sent)."""

@@ -99,7 +99,12 @@ def _finite(array, shape: tuple[int, ...]) -> np.ndarray | None:
     return array.copy() if array.shape == shape and np.all(np.isfinite(array)) else None
 
 
-_WORKSPACE, _ORIENTATION, _SPEED = 1, 2, 4  # bits of the Cartesian kernel's trip flags
+# Trip bits of the Cartesian kernels: a clamp, the orientation cone, the speed limit; an invalid candidate; the
+# clamp ran (else the reference was frozen and those three keep their state); a joint inside its limit margin.
+_WORKSPACE, _ORIENTATION, _SPEED, _NAN_REFERENCE, _CLAMP_RAN, _REPULSION = 1, 2, 4, 8, 16, 32
+# SafetyLayer.limits: workspace min (3), max (3), nominal quat xyzw (4), max orientation error, max TCP speed,
+# max angular speed, joint-limit margin, joint-limit gain.
+LIMITS_SIZE = 15
 
 
 @njit(nogil=True, cache=True)
@@ -165,6 +170,27 @@ def _joint_limit_torque(q_rad, limits_rad, margin_rad, gain_nm_per_rad, out):
     return inside
 
 
+@njit(nogil=True, cache=True)
+def filter_pose(pose, candidate, frozen, dt_s, limits):
+    """The Cartesian filter on the packed `limits`: move the safe pose (7,) towards `candidate` (7,) unless
+    `frozen`. Returns the trip bits (_NAN_REFERENCE, pose untouched, for a non-finite or zero-quaternion
+    candidate)."""
+    unit = np.empty(7)
+    if not _unit_pose(candidate[0:3], candidate[3:7], unit):
+        return _NAN_REFERENCE
+    if frozen:
+        return 0
+    return _CLAMP_RAN | _clamp_and_limit_pose(pose, unit, dt_s, limits[0:3], limits[3:6], limits[6:10], limits[10],
+                                              limits[11], limits[12])
+
+
+@njit(nogil=True, cache=True)
+def joint_limit_repulsion(q_rad, joint_limits_rad, limits, out):
+    """`_joint_limit_torque` on the packed `limits`: _REPULSION inside a margin, 0 outside, -1 for a bad q."""
+    inside = _joint_limit_torque(q_rad, joint_limits_rad, limits[13], limits[14], out)
+    return _REPULSION if inside == 1 else inside
+
+
 class SafetyLayer:
     """Filters references (Cartesian or joint), runs the chunk watchdog, shapes torques near limits."""
 
@@ -181,9 +207,10 @@ class SafetyLayer:
         self._estopped = False
         self._estop_pending = False  # snap to the measured pose on the next tick
         self._pose: np.ndarray | None = None  # (7,) last safe [position; quat xyzw]
-        self._workspace_min_m = np.array(config.workspace_min_m)
-        self._workspace_max_m = np.array(config.workspace_max_m)
-        self._nominal_quat_xyzw = np.array(config.nominal_quat_xyzw)
+        self.limits = np.array([*config.workspace_min_m, *config.workspace_max_m, *config.nominal_quat_xyzw,
+                                config.max_orientation_error_rad, config.max_tcp_speed_m_per_s,
+                                config.max_angular_speed_rad_per_s, config.joint_limit_margin_rad,
+                                config.joint_limit_gain_nm_per_rad])
         _warm_up()
         self._q_rad: np.ndarray | None = None  # last safe joint reference
 
@@ -193,6 +220,11 @@ class SafetyLayer:
             self.trips[reason] = self.trips.get(reason, 0) + 1
             self.last_trip_reason = reason
         self._active[reason] = active
+
+    def note_sample(self, finite: bool) -> None:
+        """Trip "bad_sample" while the robot's joint readings are not finite (the loop commands nothing then:
+        a NaN once in the law's filters would stay there)."""
+        self._flag("bad_sample", not finite)
 
     def notify_chunk(self, now_s: float) -> None:
         """A good chunk arrived at `now_s` [s]: feeds the watchdog."""
@@ -221,6 +253,30 @@ class SafetyLayer:
     def stale(self) -> bool:
         return (self._last_chunk_s is not None and self._now_s is not None
                 and self._now_s - self._last_chunk_s > self.config.stale_chunk_timeout_s)
+
+    @property
+    def stiffness_scale(self) -> float:
+        return self._stiffness_scale
+
+    # ----- the compiled Cartesian tick (deploy/control/loop.py) ---------------------------------------------
+    def compiled_tick_state(self, now_s: float) -> tuple[np.ndarray, bool, float] | None:
+        """(safe pose (7,) to filter in place, frozen, dt) for a compiled tick that runs `filter_pose` and
+        `joint_limit_repulsion` itself, then hands their bits to `compiled_tick_done`; None when this tick
+        needs `filter_reference` (no safe pose yet, an e-stop snap pending, a bad clock)."""
+        if self._pose is None or self._estop_pending or not math.isfinite(now_s):
+            return None
+        dt_s = self._advance(now_s)
+        return self._pose, self._frozen(), dt_s
+
+    def compiled_tick_done(self, bits: int) -> None:
+        self._flag("bad_sample", False)
+        self._flag("nan_reference", bool(bits & _NAN_REFERENCE))
+        if bits & _CLAMP_RAN:
+            self._flag("workspace", bool(bits & _WORKSPACE))
+            self._flag("orientation", bool(bits & _ORIENTATION))
+            self._flag("speed", bool(bits & _SPEED))
+        self._flag("joint_limit_repulsion", bool(bits & _REPULSION))
+        self._flag("internal_error", False)
 
     def _advance(self, now_s: float) -> float:
         """Step the clock and the stiffness slew; returns dt [s] for the speed limit (0 on the first tick)."""
@@ -259,10 +315,7 @@ class SafetyLayer:
             pose = None if candidate is None else self._pose_or_none(candidate)
             self._flag("nan_reference", candidate is not None and pose is None)
             if pose is not None and not self._frozen():
-                c = self.config
-                flags = _clamp_and_limit_pose(self._pose, pose, dt_s, self._workspace_min_m, self._workspace_max_m,
-                                              self._nominal_quat_xyzw, c.max_orientation_error_rad,
-                                              c.max_tcp_speed_m_per_s, c.max_angular_speed_rad_per_s)
+                flags = filter_pose(self._pose, pose, False, dt_s, self.limits)
                 self._flag("workspace", bool(flags & _WORKSPACE))
                 self._flag("orientation", bool(flags & _ORIENTATION))
                 self._flag("speed", bool(flags & _SPEED))
@@ -341,13 +394,12 @@ class SafetyLayer:
     def joint_limit_torque(self, q_rad) -> np.ndarray:
         """(7,) [Nm] spring pushing away from joint limits inside the margin; zero elsewhere."""
         try:
-            c = self.config
             q_rad, tau_nm = np.asarray(q_rad, dtype=float), np.empty(ARM_DOF)
-            inside = (_joint_limit_torque(q_rad, self._model.joint_limits_rad, c.joint_limit_margin_rad,
-                                          c.joint_limit_gain_nm_per_rad, tau_nm) if q_rad.shape == (ARM_DOF,) else -1)
-            if inside < 0:
+            bits = (joint_limit_repulsion(q_rad, self._model.joint_limits_rad, self.limits, tau_nm)
+                    if q_rad.shape == (ARM_DOF,) else -1)
+            if bits < 0:
                 raise ValueError("q_rad is not a finite (7,) vector")
-            self._flag("joint_limit_repulsion", inside == 1)
+            self._flag("joint_limit_repulsion", bits == _REPULSION)
             return tau_nm
         except Exception:  # noqa: BLE001
             self._flag("internal_error", True)
@@ -384,10 +436,11 @@ def _warm_up() -> None:
     """Compile (or load from numba's cache) the kernels at construction, never in the first ticks."""
     if _warm_up.done:
         return
-    pose, quat = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0, 1.0])
-    _unit_pose(np.zeros(3), quat, pose.copy())
-    _clamp_and_limit_pose(pose, pose.copy(), 0.001, -np.ones(3), np.ones(3), quat, 1.0, 1.0, 1.0)
-    _joint_limit_torque(np.zeros(ARM_DOF), np.ones((ARM_DOF, 2)), 0.1, 1.0, np.empty(ARM_DOF))
+    pose, limits = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), np.ones(LIMITS_SIZE)
+    limits[0:3], limits[6:10] = -1.0, [0.0, 0.0, 0.0, 1.0]
+    _unit_pose(np.zeros(3), pose[3:], pose.copy())
+    filter_pose(pose, pose.copy(), False, 0.001, limits)
+    joint_limit_repulsion(np.zeros(ARM_DOF), np.ones((ARM_DOF, 2)), limits, np.empty(ARM_DOF))
     _warm_up.done = True
 
 

@@ -70,19 +70,20 @@ def _libmujoco() -> ctypes.CDLL:
     return ctypes.CDLL(candidates[0] if candidates else "libmujoco.so", mode=ctypes.RTLD_GLOBAL)
 
 
-# Offsets into the packed (n * n + 9 * n + 7,) Dynamics buffer: position (3), quat xyzw (4), jacobian (6, n),
-# mass matrix (n, n), gravity (n), coriolis (n).
-def _dynamics_views(buffer: np.ndarray, n: int) -> Dynamics:
+@njit(nogil=True, cache=True)
+def packed_dynamics(buffer, n):
+    """Views of the packed (n * n + 9 * n + 7,) Dynamics buffer: position (3), quat xyzw (4), jacobian (6, n),
+    mass matrix (n, n), gravity (n), coriolis (n)."""
     jacobian_end = 7 + 6 * n
     mass_end = jacobian_end + n * n
-    return Dynamics(buffer[0:3], buffer[3:7], buffer[7:jacobian_end].reshape(6, n),
-                    buffer[jacobian_end:mass_end].reshape(n, n), buffer[mass_end:mass_end + n],
-                    buffer[mass_end + n:mass_end + 2 * n])
+    return (buffer[0:3], buffer[3:7], buffer[7:jacobian_end].reshape((6, n)),
+            buffer[jacobian_end:mass_end].reshape((n, n)), buffer[mass_end:mass_end + n],
+            buffer[mass_end + n:mass_end + 2 * n])
 
 
 @njit(nogil=True, cache=True)
-def _evaluate(functions, pointers, q_rad, dq_rad_s, with_velocity, cache, scratch, out):
-    """Fill `out` (the packed Dynamics) at (q, dq): the position-dependent part when q differs from the cached
+def evaluate(functions, pointers, q_rad, dq_rad_s, with_velocity, cache, scratch, out):
+    """Fill `out` (`packed_dynamics`) at (q, dq): the position-dependent part when q differs from the cached
     one (gravity by RNE at dq = 0), C(q, dq) dq when `with_velocity` and dq differs. `pointers` = [model, data,
     qpos of joint 1, qvel of joint 1, site_xpos, site_xmat, site id, first dof, nv]; `cache` (2 n + 2,) =
     [q valid, q, dq valid, dq]; `scratch` = jac_pos (3 nv), jac_rot (3 nv), full inertia (nv nv), rne (nv),
@@ -96,7 +97,7 @@ def _evaluate(functions, pointers, q_rad, dq_rad_s, with_velocity, cache, scratc
     jac_pos, jac_rot = scratch[0:3 * nv], scratch[3 * nv:6 * nv]
     full_mass, rne = scratch[6 * nv:6 * nv + nv * nv], scratch[6 * nv + nv * nv:7 * nv + nv * nv]
     quat_wxyz = scratch[7 * nv + nv * nv:7 * nv + nv * nv + 4]
-    jacobian_at, mass_at, gravity_at, coriolis_at = 7, 7 + 6 * n, 7 + 6 * n + n * n, 7 + 7 * n + n * n
+    position, quat_xyzw, jacobian, mass_matrix, gravity_nm, coriolis_nm = packed_dynamics(out, n)
     same_q = cache[0] == 1.0
     for i in range(n):
         same_q = same_q and cache[1 + i] == q_rad[i]
@@ -113,18 +114,16 @@ def _evaluate(functions, pointers, q_rad, dq_rad_s, with_velocity, cache, scratc
         _call_c(functions[_COM_VEL], (model, data))  # rne reads the com velocities: zero here
         _call_c(functions[_RNE], (model, data, np.int32(0), rne.ctypes.data))  # gravity
         _call_c(functions[_MAT2QUAT], (quat_wxyz.ctypes.data, site_xmat))
-        xpos = _float_view(site_xpos, 3)
-        for i in range(3):
-            out[i] = xpos[i]
-        out[3], out[4], out[5], out[6] = quat_wxyz[1], quat_wxyz[2], quat_wxyz[3], quat_wxyz[0]
+        position[:] = _float_view(site_xpos, 3)
+        quat_xyzw[0], quat_xyzw[1], quat_xyzw[2], quat_xyzw[3] = quat_wxyz[1], quat_wxyz[2], quat_wxyz[3], quat_wxyz[0]
         for j in range(n):
             for i in range(3):
-                out[jacobian_at + i * n + j] = jac_pos[i * nv + first_dof + j]
-                out[jacobian_at + (3 + i) * n + j] = jac_rot[i * nv + first_dof + j]
+                jacobian[i, j] = jac_pos[i * nv + first_dof + j]
+                jacobian[3 + i, j] = jac_rot[i * nv + first_dof + j]
             for k in range(n):
-                out[mass_at + j * n + k] = full_mass[(first_dof + j) * nv + first_dof + k]
-            out[gravity_at + j] = rne[first_dof + j]
-            out[coriolis_at + j] = 0.0  # coriolis at dq = 0
+                mass_matrix[j, k] = full_mass[(first_dof + j) * nv + first_dof + k]
+            gravity_nm[j] = rne[first_dof + j]
+            coriolis_nm[j] = 0.0  # coriolis at dq = 0
             cache[n + 2 + j] = 0.0
         cache[0] = cache[n + 1] = 1.0
     if not with_velocity:
@@ -140,7 +139,7 @@ def _evaluate(functions, pointers, q_rad, dq_rad_s, with_velocity, cache, scratc
     _call_c(functions[_COM_VEL], (model, data))
     _call_c(functions[_RNE], (model, data, np.int32(0), rne.ctypes.data))  # C(q, dq) dq + g, zero acceleration
     for j in range(n):
-        out[coriolis_at + j] = rne[first_dof + j] - out[gravity_at + j]
+        coriolis_nm[j] = rne[first_dof + j] - gravity_nm[j]
 
 
 class MujocoRobotModel(RobotModel):
@@ -149,7 +148,7 @@ class MujocoRobotModel(RobotModel):
     A control tick asks for pose, Jacobian, inertia and bias at one (q, dq): evaluated once per distinct q by
     MuJoCo's pieces the law needs (kinematics, com positions, composite-rigid-body inertia, site Jacobian,
     RNE at dq = 0 for gravity; no collision or constraint pass), plus one RNE per distinct dq, in one compiled
-    call into preallocated arrays (`_evaluate`).
+    call into preallocated arrays (`evaluate`).
     """
 
     def __init__(self, model: mujoco.MjModel | None = None):
@@ -178,12 +177,18 @@ class MujocoRobotModel(RobotModel):
         self._cache = np.zeros(2 * n + 2)
         self._scratch = np.zeros(7 * m.nv + m.nv * m.nv + 4)
         self._buffer = np.zeros(n * n + 9 * n + 7)
-        self._out = _dynamics_views(self._buffer, n)
+        self._out = Dynamics(*packed_dynamics(self._buffer, n))
         self._zero_dq = np.zeros(n)
         self.dynamics(np.zeros(n), np.ones(n))  # compiles (or loads from cache) the kernel now, not in a tick
 
+    @property
+    def native(self) -> tuple[np.ndarray, ...]:
+        """The arrays `evaluate` works on (functions, pointers, cache, scratch, packed dynamics): for a compiled
+        tick that evaluates the model inside its own kernel."""
+        return self._functions, self._pointers, self._cache, self._scratch, self._buffer
+
     def _at(self, q_rad, dq_rad_s=None) -> Dynamics:
-        _evaluate(self._functions, self._pointers, np.asarray(q_rad, dtype=float),
+        evaluate(self._functions, self._pointers, np.asarray(q_rad, dtype=float),
                   self._zero_dq if dq_rad_s is None else np.asarray(dq_rad_s, dtype=float), dq_rad_s is not None,
                   self._cache, self._scratch, self._buffer)
         return self._out
