@@ -300,7 +300,8 @@ class LinkClient:
         self._write_count += 1
         block = self._seg.command
         block[0] = -1.0
-        block[1:] = [answers_seq, time.time(), *tau_nm, gripper_width_m]
+        block[1], block[2], block[-1] = answers_seq, time.time(), gripper_width_m
+        block[3:-1] = tau_nm
         block[0] = self._write_count
         if self._bells is not None:
             self._bells[1].ring()

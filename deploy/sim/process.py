@@ -279,8 +279,8 @@ def _sim_process_main(config: SimConfig, link_name: str, stop) -> None:
     runner.run()
 
 
-def connect_when_up(connect: Callable[[], None], timeout_s: float = 20.0) -> None:
-    """Call `connect` until the sim's link exists (the child needs a moment to build the scene)."""
+def connect_when_up(connect: Callable[[], None], timeout_s: float = 60.0) -> None:
+    """Call `connect` until the sim's link exists (the child needs a moment to build the scene: over 20 s at load 14)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
