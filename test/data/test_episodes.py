@@ -40,7 +40,7 @@ def assert_matches_writer(episode, episode_index: int) -> None:
 
 def write_steps(root, n_steps: int, close: dict | None = None) -> list[int]:
     """An episode of episode_log_writer's steps; -> steps-file size after each step (index 0: empty)."""
-    writer = EpisodeWriter(root, {"seed": 5})
+    writer = EpisodeWriter(root, {"seed": 5}, frame_codec="png")
     sizes = [0]
     for step in range(n_steps):
         writer.add_step(step_values(0, step), step_frames(0, step))
@@ -58,7 +58,8 @@ def test_round_trip_of_every_field_type(tmp_path):
               "version": ["", "v1 ✓", "ünïcode"][step]} for step in range(3)]
     frames = [{"front": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
                "wrist": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)} for _ in range(3)]
-    with EpisodeWriter(tmp_path, {"seed": 7, "checkpoint": "ckpt/a", "gains": np.arange(2.0)}) as writer:
+    with EpisodeWriter(tmp_path, {"seed": 7, "checkpoint": "ckpt/a", "gains": np.arange(2.0)},
+                       frame_codec="png") as writer:
         for values, images in zip(steps, frames):
             writer.add_step(values, images)
         writer.close({"success": True, "reason": "cube on patch", "return": np.float32(1.5)})
@@ -239,7 +240,7 @@ def test_kill_9_loses_at_most_the_step_being_written(tmp_path):
         assert_matches_writer(killed, 1)
 
         with EpisodeWriter(root, {"resumed": True}) as resumed:  # the next session carries on after it
-            resumed.add_step(step_values(2, 0), step_frames(2, 0))
+            resumed.add_step(step_values(2, 0), step_frames(2, 0))  # default codec: not compared
         assert [(s.index, s.complete) for s in list_episodes(root)] == [(0, True), (1, False), (2, True)]
 
 
@@ -253,7 +254,7 @@ def cli_log(tmp_path):
                "wrist": rng.integers(0, 256, (10, 24, 40, 3), dtype=np.uint8)} for _ in range(2)]
     actions = rng.normal(size=(10, 8))
     for episode in range(2):
-        with EpisodeWriter(tmp_path, {"seed": episode}) as writer:
+        with EpisodeWriter(tmp_path, {"seed": episode}, frame_codec="png") as writer:
             for i in range(len(flags[episode])):
                 writer.add_step({"stamp_s": stamps[episode][i], "intervention": flags[episode][i],
                                  "action": actions[i], "weight_version": f"v{i}"},
