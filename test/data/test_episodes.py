@@ -1,6 +1,7 @@
 """The episode log (deploy.data.episodes) on real files, a real logger process killed with SIGKILL, and the
 `deploy episodes` CLI."""
 import json
+import logging
 import os
 import shutil
 import signal
@@ -198,6 +199,71 @@ def test_bad_roots_and_folders_are_one_clear_error(tmp_path):
         find_episode(tmp_path / "log", 3)
     with pytest.raises(ConfigError, match="episode meta: .*not JSON-serialisable"):
         EpisodeWriter(tmp_path / "log", {"when": object()})
+
+
+def smooth_frame(seed: int, shape=(128, 128, 3)) -> np.ndarray:
+    """A camera-like frame: smooth shading, a hard-edged coloured block, a little noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    frame = np.stack([90 + 0.5 * x, 110 + 0.4 * y, 130 + 0.2 * (x + y)], axis=-1)
+    top, left = rng.integers(10, 80, 2)
+    frame[top:top + 30, left:left + 30] = [200, 40, 30]
+    return np.clip(frame + rng.normal(0, 1.0, shape), 0, 255).astype(np.uint8)
+
+
+def test_default_jpeg_frames_are_close_to_the_camera_and_smaller_than_png(tmp_path):
+    frames = [{"front": smooth_frame(step), "wrist": smooth_frame(100 + step)} for step in range(5)]
+    sizes = {}
+    for codec in ("jpeg", "png"):
+        with EpisodeWriter(tmp_path / codec, {}, **({} if codec == "jpeg" else {"frame_codec": codec})) as writer:
+            for step_frames_ in frames:
+                assert writer.add_step({"x": 1.0}, step_frames_)
+        sizes[codec] = os.path.getsize(writer.path / "steps.rec")
+        episode = read_episode(writer.path)
+        assert json.loads((writer.path / "meta.json").read_text())["frame_codec"] == codec
+        for camera in ("front", "wrist"):
+            error = np.abs(episode.frames(camera).astype(int) - np.stack([f[camera] for f in frames]))
+            if codec == "jpeg":
+                assert error.mean() < 1.5 and np.percentile(error, 99.9) <= 12 and error.max() <= 32, camera
+            else:
+                assert error.max() == 0, camera
+    assert sizes["jpeg"] < sizes["png"] / 2, sizes
+    with pytest.raises(ConfigError, match="frame codec 'webp' is not one of"):
+        EpisodeWriter(tmp_path / "webp", {}, frame_codec="webp")
+
+
+def test_a_disk_that_fills_stops_the_log_with_one_error_keeping_every_step_written(small_disk, caplog):
+    root = small_disk(512) / "session"
+    with EpisodeWriter(root, {"seed": 0}, frame_codec="png") as first:  # noise frames: ~100 kB a step
+        for step in range(2):
+            assert first.add_step(step_values(0, step), step_frames(0, step))
+        first.close({"success": True})
+    caplog.set_level(logging.ERROR)
+    writer = EpisodeWriter(root, {"seed": 1}, frame_codec="png")
+    written = [writer.add_step(step_values(1, step), step_frames(1, step)) for step in range(8)]
+    assert written[:2] == [True, True] and written.index(False) < 6 and not any(written[written.index(False):])
+    writer.close({"success": True})  # neither raises after the failure
+
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1, [record.message for record in errors]
+    assert errors[0].message == (
+        f"episode log stopped: cannot write step {writer.num_steps} of {root / 'episode_000001'} (ENOSPC: No space "
+        f"left on device); its {writer.num_steps} steps written before stay readable, without outcome.json "
+        f"(incomplete)")
+    assert writer.error == errors[0].message
+    kept = read_episode(writer.path)
+    assert (kept.num_steps, kept.complete, kept.problem, kept.dropped_bytes) == (writer.num_steps, False, None, 0)
+    assert_matches_writer(kept, 1)  # the half-written record was cut off, every whole one reads back
+    assert_matches_writer(read_episode(first.path), 0)
+    assert [(s.index, s.num_steps, s.complete) for s in list_episodes(root)] == [(0, 2, True),
+                                                                                (1, writer.num_steps, False)]
+    assert not list(root.rglob("*.tmp"))
+
+    after = EpisodeWriter(root, {"seed": 2}, frame_codec="png")  # the next episode cannot start: told, not raised
+    assert not after.add_step(step_values(2, 0), step_frames(2, 0))
+    after.close({})
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 2 and "ENOSPC" in after.error
+    assert main(["episodes", "list", str(root)]) == 0  # the CLI reads the full disk's log
 
 
 def steps_on_disk(root: Path, index: int) -> int:
