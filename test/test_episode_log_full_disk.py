@@ -1,0 +1,50 @@
+"""A teleop session whose disk fills mid-episode (issue 16 item 3): the episode node says ERROR once naming the
+folder, the arm stays where it was (held by the controller, no jump), the graph stays up, and every step logged
+before the disk filled reads back. The real graph (`deploy launch teleop_session`) on a 160 kB tmpfs."""
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from harness import wait_until
+from std_msgs.msg import Bool
+
+from deploy.data.episodes import list_episodes, read_episode
+from deploy.nodes.common import SENSOR_QOS
+from deploy.policies.runtime import write_random_checkpoint
+
+ERROR = "episode log stopped"
+
+
+def test_a_full_disk_mid_episode_stops_the_log_with_one_error_and_holds_the_arm(
+        tmp_path, small_disk, launch_graph, probe):
+    checkpoint = write_random_checkpoint(tmp_path / "start", state_keys=("ee_pose", "gripper_width", "cube_pose"),
+                                         d_model=32, dim_feedforward=64, n_encoder_layers=1, n_decoder_layers=1,
+                                         use_vae=False)
+    session = small_disk(160) / "session"  # ~3.5 kB a step without cameras: it fills within the first episode
+    poses = probe.collect(PoseStamped, "/proprio/ee_pose", SENSOR_QOS)
+    episode = probe.collect(Bool, "/episode/active", 10)
+    graph = launch_graph("teleop_session", f"policy:={checkpoint}", f"session:={session}", "device:=none",
+                         "learn:=false", "cameras:=")
+    assert wait_until(lambda: any(m.data for _, m in episode), timeout_s=180), graph.output[-3000:]
+    assert wait_until(lambda: any(ERROR in line for line in graph.lines), timeout_s=60), graph.output[-3000:]
+    failed_at = time.monotonic()
+    assert wait_until(lambda: any("the arm is held" in line for line in graph.lines), timeout_s=60), \
+        graph.output[-3000:]
+    time.sleep(3.0)
+
+    assert graph.proc.poll() is None, graph.output[-3000:]  # the graph is still up
+    errors = [line for line in graph.lines if "[ERROR]" in line or "error:" in line]
+    assert len(errors) == 1 and ERROR in errors[0] and str(session / "episodes" / "episode_000000") in errors[0] \
+        and "ENOSPC" in errors[0], graph.output[-3000:]
+    assert any("the session logs no more episodes" in line for line in graph.lines), graph.output[-3000:]
+    held = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z]
+                     for t, m in list(poses) if t > failed_at + 0.5])
+    assert len(held) > 10, len(held)
+    assert np.ptp(held, axis=0).max() < 0.003, np.ptp(held, axis=0)  # within 3 mm for ~3 s: held, no drift
+    assert not any(m.data for t, m in episode if t > failed_at)  # no episode started after it
+
+    [summary] = list_episodes(session / "episodes")
+    kept = read_episode(summary.path)
+    assert not kept.complete and kept.num_steps > 5 and kept.num_steps == summary.num_steps
+    assert kept.problem is None and kept.dropped_bytes == 0
+    assert np.isfinite(kept.steps["ee_pose"]).all() and np.all(np.diff(kept.steps["stamp_s"]) > 0)
