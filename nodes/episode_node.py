@@ -6,8 +6,10 @@ policy, log a step at `step_rate_hz` until the task reports success for `success
 deactivate the policy and close the episode with its outcome.
 
 A log that cannot be written (a full disk) ends the episode at once: the writer says ERROR once naming the folder,
-the controller holds the arm where it is (`/controller/hold`, stiffness unchanged, no jump; `/controller/release`
-frees it), the policy is deactivated, and no further episode starts. The graph stays up, the robot held.
+the controller holds the arm where it is (`/controller/hold`, no jump; `/controller/release` frees it), the policy
+is deactivated, and no further episode starts. The graph stays up, the arm held: the session keeps re-sending a
+chunk at the held reference, so the controller's stale-chunk watchdog does not soften the arm (measured: held
+within 1 mm; softened, it drifted ~5 mm in 3 s).
 
 A step holds the camera frames, proprioception, the cube pose (sim), the executed action (the controller's
 reference + gripper), the policy's latest chunk and weight version, the operator's latest chunk and due action,
@@ -404,13 +406,26 @@ class SessionNode(EpisodeNode):
                 if self.outcomes[-1]["log_error"] is not None:
                     print("episodes: the session logs no more episodes (its log cannot be written, see the ERROR); "
                           "the arm stays held: free space, then Ctrl-C and restart the session", flush=True)
-                    return  # the graph stays up, the arm held, until the operator stops it
+                    self.keep_held()  # the graph stays up, the arm held, until the operator stops it
         except EpisodeStopped:
             return
         except DeployError as error:
             print(f"episodes: error: {error}", flush=True)
             os._exit(2)  # a failed session is not a finished one: the runner stops the graph with an error
         os.kill(os.getpid(), signal.SIGINT)  # done: end this node; the runner stops the graph
+
+    def keep_held(self) -> None:
+        """Until the node stops: every HOMING_REPUBLISH_S, a 1 s chunk at the controller's reference (frozen by
+        the hold), so the controller sees live chunks and keeps the arm stiff where it is."""
+        dt_s = 1.0 / self.config.step_rate_hz
+        times_s = dt_s * np.arange(1, int(np.ceil(1.0 / dt_s)) + 1)
+        while True:
+            values, _ = self.latest.snapshot(())
+            action = np.append(values["reference_pose"], values["gripper_width"])
+            if np.isfinite(action).all():
+                self.homing_pub.publish(chunk_to_msg(Chunk(self.now_s(), times_s, np.tile(action, (len(times_s), 1))),
+                                                     CARTESIAN))
+            self.pause(HOMING_REPUBLISH_S)
 
     def close(self):
         self.stopping.set()
