@@ -8,8 +8,8 @@ deactivate the policy and close the episode with its outcome.
 A log that cannot be written (a full disk) ends the episode at once: the writer says ERROR once naming the folder,
 the controller holds the arm where it is (`/controller/hold`, no jump; `/controller/release` frees it), the policy
 is deactivated, and no further episode starts. The graph stays up, the arm held: the session keeps re-sending a
-chunk at the held reference, so the controller's stale-chunk watchdog does not soften the arm (measured: held
-within 1 mm; softened, it drifted ~5 mm in 3 s).
+chunk at the held reference, so the controller's stale-chunk watchdog does not soften the arm (softened, it
+drifted 5 mm in 3 s and more on a loaded machine; test/test_episode_log_full_disk.py).
 
 A step holds the camera frames, proprioception, the cube pose (sim), the executed action (the controller's
 reference + gripper), the policy's latest chunk and weight version, the operator's latest chunk and due action,

@@ -11,13 +11,13 @@ with no buffer in between, so kill -9 loses at most the step being written; a re
 the first damaged one. No pickle anywhere.
 
 Frames: JPEG quality 95 without chroma subsampling by default ("jpeg"), lossless PNG level 1 on request
-("png"). Measured on 128x128 sim renders (bench/episode_log.py, 2 cores): png 10 kB and 1.0 ms encode per
-frame, jpeg 4.4 kB and 0.15 ms, at 46 dB PSNR (mean error 0.6 of 255; the learner's random-shift
-augmentation moves pixels by whole pixels). With camera-like noise (sigma 2) png grows to 28 kB, jpeg to 6 kB.
-A session step (front + wrist 128x128 and the episode node's fields, 3.4 kB of them) weighs 23 kB with png,
-12 kB with jpeg; at 20 steps/s a 60-episode session of 30 s episodes (every episode timing out, the
-worst case) is 0.85 GB with png, 0.44 GB with jpeg, and a 15 s average halves that. WebP lossless is half
-png's size but 25-65 ms per frame: too slow for two cameras at 20 Hz on these cores.
+("png"). JPEG because a pixel session's log must stay small: measured (bench/episode_log.py, 2 cores, 128x128
+sim renders) png 10 kB and 1.0 ms encode per frame, jpeg 4.4 kB and 0.15 ms at 46 dB PSNR (mean error 0.6 of
+255 levels, far below the learner's random-shift augmentation); with camera-like noise (sigma 2) png grows to
+28 kB, jpeg to 6 kB. A session step (front + wrist and the episode node's 20 fields, ~4.5 kB of them) weighs
+24 kB with png, 13 kB with jpeg (noisy: 59 / 17 kB). At 20 steps/s, 60 episodes of 30 s (every episode timing
+out: the worst case) are 0.88 GB with png, 0.48 GB with jpeg (noisy: 2.1 / 0.60 GB). WebP lossless is half
+png's size but 25-65 ms a frame: too slow for two cameras at 20 Hz on these cores.
 
 A write that fails (a full disk: ENOSPC, or any OSError) stops the episode's log: `on_error` is told once,
 naming the folder and the reason; the half-written record is cut off; every later `add_step` returns False
