@@ -54,7 +54,8 @@ SERVICE_TIMEOUT_S = 30.0  # a policy node still loading its checkpoint on a load
 HOMING_REPUBLISH_S = 0.2  # below the controller's stale-chunk timeout
 HUMAN_SILENCE_S = 0.5  # an operator chunk this long past its end no longer counts as a human action
 REFERENCE_SILENCE_S = 2.0  # the controller publishes its reference at its state rate: this long silent = not running
-SERVICE_NODES = {"/sim/reset": "sim", "/policy/change_state": "policy", "/controller/hold": "controller"}  # who answers the services the runner calls
+SERVICE_NODES = {"/sim/reset": "sim", "/policy/change_state": "policy",  # who answers the services the runner calls
+                 "/controller/hold": "controller"}
 
 
 def step_shapes(horizon: int) -> dict[str, tuple[int, ...]]:

@@ -266,6 +266,35 @@ def test_a_disk_that_fills_stops_the_log_with_one_error_keeping_every_step_writt
     assert main(["episodes", "list", str(root)]) == 0  # the CLI reads the full disk's log
 
 
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its disk is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, bytes(65536)):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_disk_full_at_close_leaves_the_episode_incomplete_with_its_steps(small_disk, caplog):
+    disk = small_disk(256)
+    writer = EpisodeWriter(disk / "log", {}, frame_codec="png")
+    for step in range(2):
+        assert writer.add_step(step_values(0, step), step_frames(0, step))
+    fill(disk / "filler")
+    caplog.set_level(logging.ERROR)
+    writer.close({"success": True})
+    assert [record.message for record in caplog.records] == [
+        f"episode log stopped: cannot close episode {writer.path} (ENOSPC: No space left on device); its 2 steps "
+        f"written before stay readable, without outcome.json (incomplete)"]
+    kept = read_episode(writer.path)
+    assert (kept.num_steps, kept.complete, kept.problem) == (2, False, None)
+    assert_matches_writer(kept, 0)
+    assert not list(disk.rglob("*.tmp"))  # the half-written outcome.json.tmp was removed
+
+
 def steps_on_disk(root: Path, index: int) -> int:
     try:
         return next((s.num_steps for s in list_episodes(root) if s.index == index), 0)
