@@ -11,14 +11,14 @@ with no buffer in between, so kill -9 loses at most the step being written; a re
 the first damaged one. No pickle anywhere.
 
 Frames: JPEG quality 95 without chroma subsampling by default ("jpeg"), lossless PNG level 1 on request
-("png"). JPEG because a pixel session's log must stay small: measured (bench/episode_log.py, 2 cores, 128x128
-sim renders) png 10 kB and 1.0 ms encode per frame, jpeg 4.4 kB and 0.15 ms at 46 dB PSNR (mean error 0.6 of
-255 levels, far below the learner's random-shift augmentation); with camera-like noise (sigma 2) png grows to
-28 kB, jpeg to 6 kB. A session step (front + wrist and the episode node's 20 fields, ~4.5 kB of them) weighs
-24 kB with png, 13 kB with jpeg (noisy: 59 / 17 kB). At 20 steps/s, 60 episodes of 30 s (every episode timing
-out: the worst case) are 0.88 GB with png, 0.48 GB with jpeg (noisy: 2.1 / 0.60 GB); a real session logged
-14.2 kB a step, 3.8 MB per 13.5 s episode, so 0.23 GB for 60 episodes. WebP lossless is half
-png's size but 25-65 ms a frame: too slow for two cameras at 20 Hz on these cores.
+("png"). JPEG because a pixel session's log must stay small. Measured (bench/episode_log.py, 2 cores, 128x128
+sim renders): png 9.8 kB and 1.0-1.2 ms encode per frame, jpeg 4.5 kB and 0.15-0.17 ms at 46 dB PSNR (mean
+error 0.6 of 255 levels, far below what the learner's random-shift augmentation does to a frame); with
+camera-like noise (sigma 2) png grows to 28 kB, jpeg to 6 kB. A session step (front + wrist and the episode
+node's 20 fields: 3.4 kB of JSON head and values) weighs 24 kB with png, 13 kB with jpeg (noisy: 59 / 17 kB).
+At 20 steps/s, 60 episodes of 30 s (every episode timing out: the worst case) are 0.88 GB with png, 0.48 GB
+with jpeg (noisy: 2.1 / 0.60 GB); a real session logged 14.2 kB a step, 3.8 MB per 13.5 s episode, so 0.23 GB
+for 60 episodes. WebP lossless is half png's size but 25-65 ms a frame: too slow for two cameras at 20 Hz here.
 
 A write that fails (a full disk: ENOSPC, or any OSError) stops the episode's log: `on_error` is told once,
 naming the folder and the reason; the half-written record is cut off; every later `add_step` returns False
@@ -200,10 +200,11 @@ class EpisodeWriter:
         After a failed write it only releases the file: the episode stays incomplete."""
         if self.closed:
             raise ConfigError(f"episode {self.index} is already closed")
-        self.closed = True
         if self.error is not None:
+            self.closed = True
             return
         text = _dumps({"n_steps": self.num_steps, "outcome": dict(outcome or {})}, "outcome")
+        self.closed = True
         try:
             os.fsync(self._fd)
             fd, self._fd = self._fd, None
@@ -216,7 +217,7 @@ class EpisodeWriter:
         """Stop the log: cut a half-written record off, release the file, report once."""
         reason = f"{errno.errorcode.get(exc.errno, 'OSError')}: {exc.strerror}" if exc.strerror else repr(exc)
         kept = (f"; its {self.num_steps} steps written before stay readable, without {OUTCOME_FILE} "
-                f"(incomplete)" if self.index >= 0 else "")
+                f"(incomplete)" if self.num_steps else "")
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
