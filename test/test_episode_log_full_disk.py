@@ -15,6 +15,11 @@ from deploy.policies.runtime import write_random_checkpoint
 ERROR = "episode log stopped"
 
 
+def positions(received: list, since_s: float) -> np.ndarray:
+    """(N, 3) positions of the PoseStamped messages received after `since_s` (time.monotonic())."""
+    return np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for t, m in received if t > since_s])
+
+
 def test_a_full_disk_mid_episode_stops_the_log_with_one_error_and_holds_the_arm(
         tmp_path, small_disk, launch_graph, probe):
     checkpoint = write_random_checkpoint(tmp_path / "start", state_keys=("ee_pose", "gripper_width", "cube_pose"),
@@ -39,8 +44,6 @@ def test_a_full_disk_mid_episode_stops_the_log_with_one_error_and_holds_the_arm(
     assert len(errors) == 1 and ERROR in errors[0] and str(session / "episodes" / "episode_000000") in errors[0] \
         and "ENOSPC" in errors[0], graph.output[-3000:]
     assert any("the session logs no more episodes" in line for line in graph.lines), graph.output[-3000:]
-    def positions(received, since_s):
-        return np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for t, m in received if t > since_s])
 
     reference = positions(list(references), held_at)
     assert len(reference) > 10 and np.ptp(reference, axis=0).max() < 1e-4, reference  # the command froze
