@@ -5,6 +5,12 @@ chunk topic (while the policy is inactive nothing else writes it), place the cub
 policy, log a step at `step_rate_hz` until the task reports success for `success_hold_s` or `timeout_s` passes,
 deactivate the policy and close the episode with its outcome.
 
+A log that cannot be written (a full disk) ends the episode at once: the writer says ERROR once naming the folder,
+the controller holds the arm where it is (`/controller/hold`, no jump; `/controller/release` frees it), the policy
+is deactivated, and no further episode starts. The graph stays up, the arm held: the session keeps re-sending a
+chunk at the held reference, so the controller's stale-chunk watchdog does not soften the arm (softened, it
+drifted 5 mm in 3 s and more on a loaded machine; test/test_episode_log_full_disk.py).
+
 A step holds the camera frames, proprioception, the cube pose (sim), the executed action (the controller's
 reference + gripper), the policy's latest chunk and weight version, the operator's latest chunk and due action,
 the intervention flag, success and reward, each as the newest sample at the step's time. Used by `deploy collect-demos`,
@@ -48,7 +54,8 @@ SERVICE_TIMEOUT_S = 30.0  # a policy node still loading its checkpoint on a load
 HOMING_REPUBLISH_S = 0.2  # below the controller's stale-chunk timeout
 HUMAN_SILENCE_S = 0.5  # an operator chunk this long past its end no longer counts as a human action
 REFERENCE_SILENCE_S = 2.0  # the controller publishes its reference at its state rate: this long silent = not running
-SERVICE_NODES = {"/sim/reset": "sim", "/policy/change_state": "policy"}  # who answers the services the runner calls
+SERVICE_NODES = {"/sim/reset": "sim", "/policy/change_state": "policy",  # who answers the services the runner calls
+                 "/controller/hold": "controller"}
 
 
 def step_shapes(horizon: int) -> dict[str, tuple[int, ...]]:
@@ -91,6 +98,7 @@ class EpisodeNode(Node):
         self.active_pub = self.create_publisher(Bool, "/episode/active", LATCHED_QOS)  # the operator's cue
         self.reset_client = self.create_client(Trigger, "/sim/reset")
         self.lifecycle_client = self.create_client(ChangeState, "/policy/change_state")
+        self.hold_client = self.create_client(Trigger, "/controller/hold")
 
     # --- inputs ------------------------------------------------------------------------------------------
     def watch_cameras(self, cameras: tuple[str, ...]):
@@ -248,10 +256,13 @@ class EpisodeNode(Node):
         seed = self.reset_task()
         self.pause(cfg.settle_s)
         writer = EpisodeWriter(root, {**meta, "seed": seed, "cameras": list(self.cameras),
-                                      "step_rate_hz": cfg.step_rate_hz})
-        self.active_pub.publish(Bool(data=True))
-        self.set_policy_active(True)
+                                      "step_rate_hz": cfg.step_rate_hz}, on_error=self.get_logger().error)
         clock, reason, intervened = EpisodeClock(cfg, self.now_s()), None, []
+        if writer.error is None:
+            self.active_pub.publish(Bool(data=True))
+            self.set_policy_active(True)
+        else:
+            reason = "log_failed"
         self.running_since_s = clock.start_s
         self.episode_started()
         period_s, next_s = 1.0 / cfg.step_rate_hz, time.monotonic()
@@ -263,7 +274,9 @@ class EpisodeNode(Node):
                               human_action=due_action(self._human, now_s, HUMAN_SILENCE_S),
                               executed_action=np.append(values["reference_pose"], values["gripper_width"]),
                               reward=np.array(float(values["success"] > 0.5)))
-                writer.add_step(values, frames)
+                if not writer.add_step(values, frames):
+                    reason = "log_failed"
+                    break
                 intervened.append(bool(values["intervention"] > 0.5))
                 reason = clock.update(now_s, bool(values["success"] > 0.5))
                 next_s += period_s
@@ -271,13 +284,22 @@ class EpisodeNode(Node):
         finally:
             self.running_since_s = None
             self.active_pub.publish(Bool(data=False))
-            if not self.stopping.is_set():  # stopping: the graph is going down, the policy with it
-                self.set_policy_active(False)
             outcome = {"success": reason == "success", "reason": reason or "interrupted", "seed": seed,
                        "duration_s": self.now_s() - clock.start_s,
                        "intervention_fraction": float(np.mean(intervened)) if intervened else 0.0}
-            writer.close(outcome)
-        return {**outcome, "index": writer.index}
+            writer.close(outcome)  # after a failed write it writes nothing: the episode reads as incomplete
+            if not self.stopping.is_set():  # stopping: the graph is going down, the policy with it
+                if writer.error is not None:
+                    self.hold_arm()
+                self.set_policy_active(False)
+        return {**outcome, "index": writer.index, "log_error": writer.error}
+
+    def hold_arm(self) -> None:
+        """Freeze the controller's reference where it is (before the policy stops: nothing more moves the arm)."""
+        response = self.call(self.hold_client, Trigger.Request())
+        if not response.success:
+            raise DeployError(f"the controller refused to hold the arm: {response.message}")
+        self.get_logger().info("the arm is held (/controller/hold); /controller/release frees it")
 
 
 def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: list[str], domain_id: int | None,
@@ -305,6 +327,9 @@ def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: l
                 break
             started = time.monotonic()
             outcome = node.run_episode(output, {"policy": policy, "label": label})
+            if outcome["log_error"] is not None:
+                raise DeployError(f"{label}: stopped in episode {k + 1}: the episode log under {output} cannot be "
+                                  f"written (the ERROR above says why)")
             outcomes.append(outcome)
             rate = sum(o["success"] for o in outcomes) / len(outcomes)
             print(f"{label} episode {k + 1}/{episodes}: seed {outcome['seed']} "
@@ -379,12 +404,29 @@ class SessionNode(EpisodeNode):
                 self.outcomes.append(self.run_episode(self.session.output, {"label": "session"}))
                 print(console_line(self.outcomes, self.session.console_window, self.learner_status,
                                    self.weight_version), flush=True)
+                if self.outcomes[-1]["log_error"] is not None:
+                    print("episodes: the session logs no more episodes (its log cannot be written, see the ERROR); "
+                          "the arm stays held: free space, then Ctrl-C and restart the session", flush=True)
+                    self.keep_held()  # the graph stays up, the arm held, until the operator stops it
         except EpisodeStopped:
             return
         except DeployError as error:
             print(f"episodes: error: {error}", flush=True)
             os._exit(2)  # a failed session is not a finished one: the runner stops the graph with an error
         os.kill(os.getpid(), signal.SIGINT)  # done: end this node; the runner stops the graph
+
+    def keep_held(self) -> None:
+        """Until the node stops: every HOMING_REPUBLISH_S, a 1 s chunk at the controller's reference (frozen by
+        the hold), so the controller sees live chunks and keeps the arm stiff where it is."""
+        dt_s = 1.0 / self.config.step_rate_hz
+        times_s = dt_s * np.arange(1, int(np.ceil(1.0 / dt_s)) + 1)
+        while True:
+            values, _ = self.latest.snapshot(())
+            action = np.append(values["reference_pose"], values["gripper_width"])
+            if np.isfinite(action).all():
+                self.homing_pub.publish(chunk_to_msg(Chunk(self.now_s(), times_s, np.tile(action, (len(times_s), 1))),
+                                                     CARTESIAN))
+            self.pause(HOMING_REPUBLISH_S)
 
     def close(self):
         self.stopping.set()

@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import pytest
 
@@ -37,3 +38,24 @@ def launch_graph(domain_id):
     yield start
     for graph in started:
         graph.interrupt()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """-> mount(size_kb): a fresh tmpfs of that size (a disk that fills), unmounted at teardown. Needs root (the
+    suite runs as root); a test that cannot mount one fails saying so, it never passes without the disk."""
+    mounted = []
+
+    def mount(size_kb: int):
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(point)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"cannot mount a {size_kb} kB tmpfs at {point} to fill: {result.stderr.strip()} (needs root)")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "--lazy", str(point)], check=True)

@@ -6,15 +6,30 @@
 
 A record is a 16-byte header (magic, payload length, payload crc32, crc32 of those 12 bytes) and a payload:
 a u32 length, a JSON list of the step's fields (name, dtype, shape, byte count) and cameras, then their raw
-bytes, frames as lossless PNG. Each step is written and flushed at once, so kill -9 loses at most the step
-being written; a reader keeps every record up to the first damaged one. No pickle anywhere.
+bytes, frames as JPEG or PNG (the reader tells them by their bytes). Each step goes to the OS in one write
+with no buffer in between, so kill -9 loses at most the step being written; a reader keeps every record up to
+the first damaged one. No pickle anywhere.
 
-PNG level (measured, 128x128 sim frames, 2 cores): 0 → 0.4 ms encode, 49 kB; 1 → 0.8–1.3 ms, 10–12 kB;
-6 → 3 ms, 7–9 kB; 9 → 36 ms. Level 1 keeps two cameras at 10 Hz to ~2 % of a core at a fifth of raw size.
+Frames: JPEG quality 95 without chroma subsampling by default ("jpeg"), lossless PNG level 1 on request
+("png"). JPEG because a pixel session's log must stay small. Measured (bench/episode_log.py, 2 cores, 128x128
+sim renders): png 9.8 kB and 1.0-1.2 ms encode per frame, jpeg 4.5 kB and 0.15-0.17 ms at 46 dB PSNR (mean
+error 0.6 of 255 levels, far below what the learner's random-shift augmentation does to a frame); with
+camera-like noise (sigma 2) png grows to 28 kB, jpeg to 6 kB. A session step (front + wrist and the episode
+node's 20 fields: 3.4 kB of JSON head and values) weighs 24 kB with png, 13 kB with jpeg (noisy: 59 / 17 kB).
+At 20 steps/s, 60 episodes of 30 s (every episode timing out: the worst case) are 0.88 GB with png, 0.48 GB
+with jpeg (noisy: 2.1 / 0.60 GB); a real session logged 14.2 kB a step, 3.8 MB per 13.5 s episode, so 0.23 GB
+for 60 episodes. WebP lossless is half png's size but 25-65 ms a frame: too slow for two cameras at 20 Hz here.
+
+A write that fails (a full disk: ENOSPC, or any OSError) stops the episode's log: `on_error` is told once,
+naming the folder and the reason; the half-written record is cut off; every later `add_step` returns False
+and `close()` writes nothing, so the episode has no outcome.json and reads as incomplete, with every step
+written before the failure. Neither raises: a logger failing must not take the robot's graph down with it.
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import struct
@@ -22,6 +37,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -31,7 +47,11 @@ from deploy.files import write_atomic
 
 FORMAT = "deploy-episode/1"
 MAGIC = b"DEPS"
-PNG_LEVEL = 1
+FRAME_CODECS = {  # name -> (cv2 extension, encode parameters)
+    "jpeg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]),
+    "png": (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]),
+}
 STEPS_FILE, META_FILE, OUTCOME_FILE = "steps.rec", "meta.json", "outcome.json"
 _HEADER = struct.Struct("<4sII")  # magic, payload length, payload crc32; then u32 crc32 of these 12 bytes
 _U32 = struct.Struct("<I")
@@ -76,16 +96,17 @@ def _encode_field(name, value) -> tuple[list, bytes]:
     return [name, array.dtype.str, list(array.shape), len(raw)], raw
 
 
-def _encode_frame(camera, frame, png_level: int) -> tuple[list, bytes]:
-    """-> ([camera, shape, nbytes], PNG bytes) of one (H, W, 3) uint8 RGB frame."""
+def _encode_frame(camera, frame, codec: str) -> tuple[list, bytes]:
+    """-> ([camera, shape, nbytes], encoded bytes) of one (H, W, 3) uint8 RGB frame."""
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ConfigError(f"episode camera '{camera}': frames must be (H, W, 3) uint8 RGB, "
                           f"got {frame.dtype} {frame.shape}")
-    ok, png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, png_level])
+    extension, parameters = FRAME_CODECS[codec]
+    ok, encoded = cv2.imencode(extension, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), parameters)
     if not ok:
-        raise DeployError(f"episode camera '{camera}': PNG encoding failed")
-    return [str(camera), list(frame.shape), len(png)], png.tobytes()
+        raise DeployError(f"episode camera '{camera}': {codec} encoding failed")
+    return [str(camera), list(frame.shape), len(encoded)], encoded.tobytes()
 
 
 def _schema(head: dict) -> dict[str, str]:
@@ -101,37 +122,55 @@ class EpisodeWriter:
 
     One thread only. As a context manager an exception closes the episode with outcome
     {"success": False, "reason": "<exception>"} (and propagates); leaving without `close()` closes with {}.
+    A failed write (`error` is then set) is reported once to `on_error` (default: this module's logger at
+    ERROR) and stops the log, never raising: see the module docstring.
     """
 
     def __init__(self, root: str | Path, meta: dict | None = None, fsync_each_step: bool = False,
-                 png_level: int = PNG_LEVEL):
+                 frame_codec: str = "jpeg", on_error: Callable[[str], None] | None = None):
+        if frame_codec not in FRAME_CODECS:
+            raise ConfigError(f"episode frame codec '{frame_codec}' is not one of {sorted(FRAME_CODECS)}")
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise ConfigError(f"episode log {root} is not a folder")
-        root.mkdir(parents=True, exist_ok=True)
-        self.index = max(_episode_dirs(root), default=-1) + 1
-        self.path = episode_dir(root, self.index)
-        meta_text = _dumps({"format": FORMAT, "index": self.index, "start_wall_s": time.time(),
-                            "meta": dict(meta or {})}, "meta")
-        self.path.mkdir()  # never reuses a folder: a concurrent writer on the same root fails here
-        self._file = open(self.path / STEPS_FILE, "ab")
-        write_atomic(self.path / META_FILE, meta_text)
         self.fsync_each_step = fsync_each_step
-        self.png_level = png_level
+        self.frame_codec = frame_codec
+        self.on_error = on_error or logging.getLogger(__name__).error
         self.num_steps = 0
         self.closed = False
+        self.error: str | None = None  # why the log stopped; None while it works
         self._schema: dict[str, str] | None = None
+        self._fd: int | None = None
+        self._size = 0  # bytes of whole records in the steps file
+        self.index, self.path = -1, root  # until the episode's folder exists
+        meta = dict(meta or {})
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            index = max(_episode_dirs(root), default=-1) + 1
+            meta_text = _dumps({"format": FORMAT, "index": index, "start_wall_s": time.time(),
+                                "frame_codec": frame_codec, "meta": meta}, "meta")
+            episode_dir(root, index).mkdir()  # never reuses a folder: a concurrent writer on the same root fails here
+            self.index, self.path = index, episode_dir(root, index)
+            self._fd = os.open(self.path / STEPS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            write_atomic(self.path / META_FILE, meta_text)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            self._fail(f"cannot start an episode in {self.path}", exc)
 
-    def add_step(self, values: dict, frames: dict | None = None) -> None:
+    def add_step(self, values: dict, frames: dict | None = None) -> bool:
         """Append one step: `values` {name: number | bool | array | str}, `frames` {camera: (H, W, 3) uint8 RGB}.
+        -> True when written, False once the log has stopped (`error` says why).
 
         The first step fixes the schema (names, dtypes, shapes, cameras, frame sizes); a later step that
         differs raises ConfigError and is not written.
         """
         if self.closed:
             raise ConfigError(f"episode {self.index} is closed; start a new EpisodeWriter")
+        if self.error is not None:
+            return False
         fields = [_encode_field(name, value) for name, value in values.items()]
-        cameras = [_encode_frame(camera, frame, self.png_level) for camera, frame in (frames or {}).items()]
+        cameras = [_encode_frame(camera, frame, self.frame_codec) for camera, frame in (frames or {}).items()]
         head = {"fields": [entry for entry, _ in fields], "frames": [entry for entry, _ in cameras]}
         schema = _schema(head)
         if self._schema is None:
@@ -143,22 +182,52 @@ class EpisodeWriter:
         head_bytes = json.dumps(head, separators=(",", ":")).encode()
         payload = b"".join([_U32.pack(len(head_bytes)), head_bytes, *(raw for _, raw in fields + cameras)])
         header = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload))
-        self._file.write(header + _U32.pack(zlib.crc32(header)) + payload)
-        self._file.flush()  # in the OS now: survives kill -9 (not power loss, unless fsync)
-        if self.fsync_each_step:
-            os.fsync(self._file.fileno())
+        record = memoryview(header + _U32.pack(zlib.crc32(header)) + payload)
+        try:
+            while record:  # in the OS now: survives kill -9 (not power loss, unless fsync)
+                record = record[os.write(self._fd, record):]
+            if self.fsync_each_step:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._fail(f"cannot write step {self.num_steps} of {self.path}", exc)
+            return False
+        self._size += len(header) + _U32.size + len(payload)
         self.num_steps += 1
+        return True
 
     def close(self, outcome: dict | None = None) -> None:
-        """fsync the steps, then write outcome.json (the caller's outcome, e.g. {"success": True}, + n_steps)."""
+        """fsync the steps, then write outcome.json (the caller's outcome, e.g. {"success": True}, + n_steps).
+        After a failed write it only releases the file: the episode stays incomplete."""
         if self.closed:
             raise ConfigError(f"episode {self.index} is already closed")
+        if self.error is not None:
+            self.closed = True
+            return
         text = _dumps({"n_steps": self.num_steps, "outcome": dict(outcome or {})}, "outcome")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        write_atomic(self.path / OUTCOME_FILE, text)
         self.closed = True
+        try:
+            os.fsync(self._fd)
+            fd, self._fd = self._fd, None
+            os.close(fd)
+            write_atomic(self.path / OUTCOME_FILE, text)
+        except OSError as exc:
+            self._fail(f"cannot close episode {self.path}", exc)
+
+    def _fail(self, what: str, exc: OSError) -> None:
+        """Stop the log: cut a half-written record off, release the file, report once."""
+        reason = f"{errno.errorcode.get(exc.errno, 'OSError')}: {exc.strerror}" if exc.strerror else repr(exc)
+        kept = (f"; its {self.num_steps} steps written before stay readable, without {OUTCOME_FILE} "
+                f"(incomplete)" if self.num_steps else "")
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                pass  # the reader drops a cut-off last record anyway
+            finally:
+                os.close(fd)
+        self.error = f"episode log stopped: {what} ({reason}){kept}"
+        self.on_error(self.error)
 
     def __enter__(self) -> EpisodeWriter:
         return self

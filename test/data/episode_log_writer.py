@@ -36,11 +36,11 @@ def step_frames(episode: int, step: int) -> dict:
 
 
 def main(root: str, fsync: bool, frames: bool) -> None:
-    with EpisodeWriter(root, {"seed": 0, "task": "push cube"}) as writer:
+    with EpisodeWriter(root, {"seed": 0, "task": "push cube"}, frame_codec="png") as writer:
         for step in range(EPISODE0_STEPS):
             writer.add_step(step_values(0, step), step_frames(0, step))
         writer.close({"success": True, "reason": "cube on patch"})
-    writer = EpisodeWriter(root, {"seed": 1}, fsync_each_step=fsync)
+    writer = EpisodeWriter(root, {"seed": 1}, fsync_each_step=fsync, frame_codec="png")
     step = 0
     while True:
         writer.add_step(step_values(1, step), step_frames(1, step) if frames else None)

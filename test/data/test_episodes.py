@@ -1,6 +1,7 @@
 """The episode log (deploy.data.episodes) on real files, a real logger process killed with SIGKILL, and the
 `deploy episodes` CLI."""
 import json
+import logging
 import os
 import shutil
 import signal
@@ -40,7 +41,7 @@ def assert_matches_writer(episode, episode_index: int) -> None:
 
 def write_steps(root, n_steps: int, close: dict | None = None) -> list[int]:
     """An episode of episode_log_writer's steps; -> steps-file size after each step (index 0: empty)."""
-    writer = EpisodeWriter(root, {"seed": 5})
+    writer = EpisodeWriter(root, {"seed": 5}, frame_codec="png")
     sizes = [0]
     for step in range(n_steps):
         writer.add_step(step_values(0, step), step_frames(0, step))
@@ -58,7 +59,8 @@ def test_round_trip_of_every_field_type(tmp_path):
               "version": ["", "v1 ✓", "ünïcode"][step]} for step in range(3)]
     frames = [{"front": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
                "wrist": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)} for _ in range(3)]
-    with EpisodeWriter(tmp_path, {"seed": 7, "checkpoint": "ckpt/a", "gains": np.arange(2.0)}) as writer:
+    with EpisodeWriter(tmp_path, {"seed": 7, "checkpoint": "ckpt/a", "gains": np.arange(2.0)},
+                       frame_codec="png") as writer:
         for values, images in zip(steps, frames):
             writer.add_step(values, images)
         writer.close({"success": True, "reason": "cube on patch", "return": np.float32(1.5)})
@@ -199,6 +201,100 @@ def test_bad_roots_and_folders_are_one_clear_error(tmp_path):
         EpisodeWriter(tmp_path / "log", {"when": object()})
 
 
+def smooth_frame(seed: int, shape=(128, 128, 3)) -> np.ndarray:
+    """A camera-like frame: smooth shading, a hard-edged coloured block, a little noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    frame = np.stack([90 + 0.5 * x, 110 + 0.4 * y, 130 + 0.2 * (x + y)], axis=-1)
+    top, left = rng.integers(10, 80, 2)
+    frame[top:top + 30, left:left + 30] = [200, 40, 30]
+    return np.clip(frame + rng.normal(0, 1.0, shape), 0, 255).astype(np.uint8)
+
+
+def test_default_jpeg_frames_are_close_to_the_camera_and_smaller_than_png(tmp_path):
+    frames = [{"front": smooth_frame(step), "wrist": smooth_frame(100 + step)} for step in range(5)]
+    sizes = {}
+    for codec in ("jpeg", "png"):
+        with EpisodeWriter(tmp_path / codec, {}, **({} if codec == "jpeg" else {"frame_codec": codec})) as writer:
+            for step_frames_ in frames:
+                assert writer.add_step({"x": 1.0}, step_frames_)
+        sizes[codec] = os.path.getsize(writer.path / "steps.rec")
+        episode = read_episode(writer.path)
+        assert json.loads((writer.path / "meta.json").read_text())["frame_codec"] == codec
+        for camera in ("front", "wrist"):
+            error = np.abs(episode.frames(camera).astype(int) - np.stack([f[camera] for f in frames]))
+            if codec == "jpeg":
+                assert error.mean() < 1.5 and np.percentile(error, 99.9) <= 12 and error.max() <= 32, camera
+            else:
+                assert error.max() == 0, camera
+    assert sizes["jpeg"] < sizes["png"] / 2, sizes
+    with pytest.raises(ConfigError, match="frame codec 'webp' is not one of"):
+        EpisodeWriter(tmp_path / "webp", {}, frame_codec="webp")
+
+
+def test_a_disk_that_fills_stops_the_log_with_one_error_keeping_every_step_written(small_disk, caplog):
+    root = small_disk(512) / "session"
+    with EpisodeWriter(root, {"seed": 0}, frame_codec="png") as first:  # noise frames: ~100 kB a step
+        for step in range(2):
+            assert first.add_step(step_values(0, step), step_frames(0, step))
+        first.close({"success": True})
+    caplog.set_level(logging.ERROR)
+    writer = EpisodeWriter(root, {"seed": 1}, frame_codec="png")
+    written = [writer.add_step(step_values(1, step), step_frames(1, step)) for step in range(8)]
+    assert written[:2] == [True, True] and written.index(False) < 6 and not any(written[written.index(False):])
+    writer.close({"success": True})  # neither raises after the failure
+
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1, [record.message for record in errors]
+    assert errors[0].message == (
+        f"episode log stopped: cannot write step {writer.num_steps} of {root / 'episode_000001'} (ENOSPC: No space "
+        f"left on device); its {writer.num_steps} steps written before stay readable, without outcome.json "
+        f"(incomplete)")
+    assert writer.error == errors[0].message
+    kept = read_episode(writer.path)
+    assert (kept.num_steps, kept.complete, kept.problem, kept.dropped_bytes) == (writer.num_steps, False, None, 0)
+    assert_matches_writer(kept, 1)  # the half-written record was cut off, every whole one reads back
+    assert_matches_writer(read_episode(first.path), 0)
+    assert [(s.index, s.num_steps, s.complete) for s in list_episodes(root)] == [(0, 2, True),
+                                                                                (1, writer.num_steps, False)]
+    assert not list(root.rglob("*.tmp"))
+
+    after = EpisodeWriter(root, {"seed": 2}, frame_codec="png")  # the next episode cannot start: told, not raised
+    assert not after.add_step(step_values(2, 0), step_frames(2, 0))
+    after.close({})
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 2 and "ENOSPC" in after.error
+    assert main(["episodes", "list", str(root)]) == 0  # the CLI reads the full disk's log
+
+
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its disk is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, bytes(65536)):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_disk_full_at_close_leaves_the_episode_incomplete_with_its_steps(small_disk, caplog):
+    disk = small_disk(256)
+    writer = EpisodeWriter(disk / "log", {}, frame_codec="png")
+    for step in range(2):
+        assert writer.add_step(step_values(0, step), step_frames(0, step))
+    fill(disk / "filler")
+    caplog.set_level(logging.ERROR)
+    writer.close({"success": True})
+    assert [record.message for record in caplog.records] == [
+        f"episode log stopped: cannot close episode {writer.path} (ENOSPC: No space left on device); its 2 steps "
+        f"written before stay readable, without outcome.json (incomplete)"]
+    kept = read_episode(writer.path)
+    assert (kept.num_steps, kept.complete, kept.problem) == (2, False, None)
+    assert_matches_writer(kept, 0)
+    assert not list(disk.rglob("*.tmp"))  # the half-written outcome.json.tmp was removed
+
+
 def steps_on_disk(root: Path, index: int) -> int:
     try:
         return next((s.num_steps for s in list_episodes(root) if s.index == index), 0)
@@ -239,7 +335,7 @@ def test_kill_9_loses_at_most_the_step_being_written(tmp_path):
         assert_matches_writer(killed, 1)
 
         with EpisodeWriter(root, {"resumed": True}) as resumed:  # the next session carries on after it
-            resumed.add_step(step_values(2, 0), step_frames(2, 0))
+            resumed.add_step(step_values(2, 0), step_frames(2, 0))  # default codec: not compared
         assert [(s.index, s.complete) for s in list_episodes(root)] == [(0, True), (1, False), (2, True)]
 
 
@@ -253,7 +349,7 @@ def cli_log(tmp_path):
                "wrist": rng.integers(0, 256, (10, 24, 40, 3), dtype=np.uint8)} for _ in range(2)]
     actions = rng.normal(size=(10, 8))
     for episode in range(2):
-        with EpisodeWriter(tmp_path, {"seed": episode}) as writer:
+        with EpisodeWriter(tmp_path, {"seed": episode}, frame_codec="png") as writer:
             for i in range(len(flags[episode])):
                 writer.add_step({"stamp_s": stamps[episode][i], "intervention": flags[episode][i],
                                  "action": actions[i], "weight_version": f"v{i}"},

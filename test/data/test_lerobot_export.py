@@ -46,7 +46,8 @@ def write_log(root, episodes=EPISODE_DTS, incomplete: bool = True) -> None:
     """The episodes of EPISODE_DTS, closed with their outcome; then one left open (the writer died)."""
     for episode, dts in episodes.items():
         stamps = T0_S + 100 * episode + np.concatenate([[0.0], np.cumsum(dts)])
-        with EpisodeWriter(root, {"seed": episode, "cameras": list(CAMERAS), "step_rate_hz": float(FPS)}) as writer:
+        with EpisodeWriter(root, {"seed": episode, "cameras": list(CAMERAS), "step_rate_hz": float(FPS)},
+                           frame_codec="png") as writer:  # exact frames: the video's own loss is what is tested
             for step, stamp in enumerate(stamps):
                 frames = {camera: np.broadcast_to(color(episode, step), (*shape, 3)).copy()
                           for camera, shape in CAMERAS.items()}
