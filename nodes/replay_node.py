@@ -24,7 +24,7 @@ from std_msgs.msg import Float64MultiArray
 from deploy.bags import lockstep
 from deploy.bags.schedule import ReplaySchedule, passes, timeline
 from deploy.bags.store import BagReader, BagWriter, check_policy_inputs, check_type_definitions, has_stamp, stamp_ns
-from deploy.bags.topics import (CHUNK_VERSION_TOPIC, CLOCK_TOPIC, HEADER, PRESETS, QosSpec, check_topics, parse_topics,
+from deploy.bags.topics import (CHUNK_VERSION_TOPIC, CLOCK_TOPIC, HEADER, PRESETS, QosSpec, parse_topics,
                                 playback_qos, policy_inputs, qos_overrides_from_yaml, read_policy_metadata,
                                 replayed_patterns, selected)
 from deploy.errors import ConfigError, DeployError

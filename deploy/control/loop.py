@@ -22,7 +22,6 @@ import time
 from collections import deque
 
 import numpy as np
-
 from numba import njit
 
 from deploy.control.blending import sample_plan
@@ -316,7 +315,7 @@ class ControlLoop:
 
     def _warm_up_compiled_tick(self) -> None:
         """Compile (or load from numba's cache) the fused tick at construction, so no compilation lands in a
-        1 kHz tick; on copies of the states it writes, and the model's cache invalidated after."""
+        1 kHz tick: on a made-up plan, pose and law state; the model's cache is invalidated after."""
         n = self.robot.model.dof
         plan = np.array([0.0, 1.0]), np.tile([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0, 0.04], (2, 1)), np.zeros((1, 8))
         _cartesian_torque_tick(*plan, 3, 7, 0.5, np.empty(8), plan[1][0, :7].copy(), False, 0.001,

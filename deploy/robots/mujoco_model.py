@@ -21,7 +21,7 @@ from deploy.errors import ConfigError
 from deploy.robots.base import ARM_DOF, Dynamics, RobotModel
 from deploy.sim.scene import ARM_JOINTS, TCP_SITE, build_robot_model
 
-# The MuJoCo C functions the evaluation calls, in the order of their addresses in `_Addresses.functions`.
+# The MuJoCo C functions `evaluate` calls, in the order of their addresses in `MujocoRobotModel._functions`.
 _FUNCTIONS = ("mj_kinematics", "mj_comPos", "mj_crb", "mj_jacSite", "mj_fullM", "mj_comVel", "mj_rne",
               "mju_mat2Quat")
 _KINEMATICS, _COM_POS, _CRB, _JAC_SITE, _FULL_M, _COM_VEL, _RNE, _MAT2QUAT = range(len(_FUNCTIONS))
