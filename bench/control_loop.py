@@ -100,7 +100,8 @@ def main() -> None:
     print(f"mode={args.mode} ticks={loop.stats.ticks} sim-time/wall={sim_seconds / args.seconds:.2f} "
           f"chunks spliced={chunks}  load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"rate {stats['rate_hz']:.0f} Hz (robot clock)  jitter p99 {stats['jitter_p99_ms']:.2f} ms  "
-          f"missed deadlines {stats['missed_deadline_pct']:.1f} %")
+          f"missed deadlines {stats['missed_deadline_pct']:.1f} % (samples the loop skipped "
+          f"{stats['skipped_sample_pct']:.1f} %)")
     print(f"cold start: ControlLoop built in {built_s:.2f} s; first 100 ticks max wall {max(compute_ms[:100]):.3f} ms")
     print(f"LoopStats tick compute p99 (last 5000 ticks) {stats['tick_p99_ms']:.3f} ms")
     for name, values in (("tick wall", compute_ms), ("tick CPU", cpu_ms), ("splicing ticks, wall", splice_ms)):

@@ -28,7 +28,7 @@ from deploy.graph.description import parse_launch_args, resolve  # noqa: E402
 from deploy.graph.runner import GraphRunner, child_environment  # noqa: E402
 from harness import Probe, fresh_domain_id  # noqa: E402
 
-KEYS = ("rate_hz", "jitter_p99_ms", "missed_deadline_pct", "tick_p99_ms")
+KEYS = ("rate_hz", "jitter_p99_ms", "missed_deadline_pct", "skipped_sample_pct", "tick_p99_ms")
 
 
 def with_controller_parameter(graph, name: str, value):

@@ -11,7 +11,6 @@ import os
 import time
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from deploy.control.ik import solve_ik
 from deploy.robots.mujoco_model import MujocoRobotModel

@@ -86,23 +86,31 @@ class TickRecord:
 
 class LoopStats:
     """Tick period statistics over a sliding window, measured on the robot clock that paces the loop, and the
-    tick's own compute time (sample in -> command out) on the host clock."""
+    tick's own compute time (sample in -> command out) on the host clock.
+
+    A missed deadline is a tick period on the robot clock longer than 1.5 periods: either the robot produced no
+    sample in time (the sim's physics ran late) or the loop skipped samples it did produce. The second are
+    counted apart, from gaps in the samples' sequence numbers (`skipped_sample_pct`): the loop's own share."""
 
     def __init__(self, period_s: float, window: int = 5000):
         self.period_s = period_s
         self._periods_s: deque[float] = deque(maxlen=window)
         self._compute_s: deque[float] = deque(maxlen=window)
         self._last_stamp_s: float | None = None
+        self._last_seq: int | None = None
         self.missed_deadlines = 0
+        self.skipped_samples = 0
         self.ticks = 0
 
-    def record(self, stamp_s: float) -> None:
+    def record(self, stamp_s: float, seq: int | None = None) -> None:
         if self._last_stamp_s is not None:
             period_s = stamp_s - self._last_stamp_s
             self._periods_s.append(period_s)
             if period_s > 1.5 * self.period_s:
                 self.missed_deadlines += int(round(period_s / self.period_s)) - 1
-        self._last_stamp_s = stamp_s
+        if seq is not None and self._last_seq is not None and seq > self._last_seq + 1:
+            self.skipped_samples += seq - self._last_seq - 1
+        self._last_stamp_s, self._last_seq = stamp_s, seq
         self.ticks += 1
 
     def record_compute(self, seconds: float) -> None:
@@ -111,13 +119,16 @@ class LoopStats:
     def summary(self) -> dict[str, float]:
         compute_ms = 1000 * np.fromiter(self._compute_s, dtype=float)
         tick_p99_ms = float(np.percentile(compute_ms, 99)) if len(compute_ms) else 0.0
+        skipped_pct = 100.0 * self.skipped_samples / max(1, self.ticks)
         if not self._periods_s:
-            return {"rate_hz": 0.0, "jitter_p99_ms": 0.0, "missed_deadline_pct": 0.0, "tick_p99_ms": tick_p99_ms}
+            return {"rate_hz": 0.0, "jitter_p99_ms": 0.0, "missed_deadline_pct": 0.0, "skipped_sample_pct": 0.0,
+                    "tick_p99_ms": tick_p99_ms}
         periods = np.fromiter(self._periods_s, dtype=float)
         jitter_ms = 1000 * np.abs(periods - self.period_s)
         return {"rate_hz": float(1.0 / periods.mean()),
                 "jitter_p99_ms": float(np.percentile(jitter_ms, 99)),
                 "missed_deadline_pct": 100.0 * self.missed_deadlines / max(1, self.ticks),
+                "skipped_sample_pct": skipped_pct,
                 "tick_p99_ms": tick_p99_ms}
 
 
@@ -248,7 +259,7 @@ class ControlLoop:
         started_s = time.perf_counter()
         self._last_seq = state.seq
         now_s = self._now_s = state.stamp_s
-        self.stats.record(now_s)
+        self.stats.record(now_s, state.seq)
         if self._gripper_width_m is None:
             self._gripper_width_m = state.gripper_width_m
         self._splice_due_chunk(now_s)

@@ -22,6 +22,18 @@ def test_a_stall_counts_the_ticks_it_missed():
     assert stats.summary()["missed_deadline_pct"] == pytest.approx(100 * 4 / 200)
 
 
+def test_samples_the_loop_skipped_are_told_apart_from_samples_the_robot_sent_late():
+    stats = LoopStats(period_s=0.001)
+    for i in range(100):  # the robot late once by 3 ms: samples 0..99 all answered
+        stats.record(i * 0.001 + (0.003 if i >= 50 else 0.0), seq=i)
+    assert stats.missed_deadlines == 3 and stats.skipped_samples == 0
+    for i in range(100, 200):  # the loop stalls: samples 150..153 never answered
+        if not 150 <= i <= 153:
+            stats.record(0.003 + i * 0.001, seq=i)
+    assert stats.missed_deadlines == 3 + 4 and stats.skipped_samples == 4
+    assert stats.summary()["skipped_sample_pct"] == pytest.approx(100 * 4 / 196)
+
+
 def test_tick_compute_time_p99_is_reported():
     stats = LoopStats(period_s=0.001)
     assert stats.summary()["tick_p99_ms"] == 0.0
