@@ -33,8 +33,9 @@ def _run(policy: str, ns: argparse.Namespace, label: str) -> dict:
 
     output = Path(ns.output)
     output.mkdir(parents=True, exist_ok=True)
+    params_file = str(Path(ns.params_file).resolve()) if ns.params_file else ""
     outcomes = run_episodes(policy, ns.episodes, ns.seed, output, comma_list(ns.cameras), ns.domain_id,
-                            ns.timeout, label)
+                            ns.timeout, label, params_file)
     return _summary(outcomes, policy, output)
 
 
@@ -114,6 +115,9 @@ def register(commands) -> None:
     for sub in (collect, evaluate):
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds before an episode fails (default 30)")
         sub.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+        sub.add_argument("--params-file", default="",
+                         help="YAML (<node>: ros__parameters: ...) layered over the shipped config, as the graph's "
+                              "params_file:= (e.g. policy: image_max_age_s); default none")
 
     train = commands.add_parser("train-bc", help="behaviour-clone a chunk policy from logged episodes or a "
                                                  "LeRobot dataset",

@@ -102,3 +102,4 @@ def test_a_few_steps_on_the_auxiliary_loss_alone_lower_it():
 def test_the_config_refuses_an_auxiliary_target_that_cannot_work_naming_it(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         BCConfig(**kwargs)
+
