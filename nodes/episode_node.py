@@ -303,11 +303,13 @@ class EpisodeNode(Node):
 
 
 def run_episodes(policy: str, episodes: int, seed: int, output: Path, cameras: list[str], domain_id: int | None,
-                 timeout_s: float, label: str) -> list[dict]:
-    """Start the sim graph with `policy`, run `episodes` logged episodes under `output`; -> their outcomes."""
+                 timeout_s: float, label: str, params_file: str = "") -> list[dict]:
+    """Start the sim graph with `policy` (and the graph's `params_file`, YAML layered over the shipped config;
+    "" = none), run `episodes` logged episodes under `output`; -> their outcomes."""
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    graph = resolve("sim", {"policy": policy, "seed": str(seed), "cameras": ",".join(cameras)})
+    graph = resolve("sim", {"policy": policy, "seed": str(seed), "cameras": ",".join(cameras),
+                            "params_file": params_file})
     check_modules(graph)
     env = child_environment(os.environ, domain_id)
     os.environ.update(env)  # this process's own node joins the graph with the same DDS transport and domain

@@ -33,8 +33,9 @@ def _run(policy: str, ns: argparse.Namespace, label: str) -> dict:
 
     output = Path(ns.output)
     output.mkdir(parents=True, exist_ok=True)
+    params_file = str(Path(ns.params_file).resolve()) if ns.params_file else ""
     outcomes = run_episodes(policy, ns.episodes, ns.seed, output, comma_list(ns.cameras), ns.domain_id,
-                            ns.timeout, label)
+                            ns.timeout, label, params_file)
     return _summary(outcomes, policy, output)
 
 
@@ -83,7 +84,8 @@ def _cmd_train_bc(ns: argparse.Namespace) -> int:
                       state_keys=comma_list(ns.state), image_size=ns.image_size,
                       architecture=_json_object(ns.arch, "--arch"), labels=ns.labels,
                       corrections=tuple(ns.corrections), state_feature=ns.state_feature,
-                      action_feature=ns.action_feature, image_features=comma_list(ns.image_features))
+                      action_feature=ns.action_feature, image_features=comma_list(ns.image_features),
+                      aux_positions=comma_list(ns.aux_positions), aux_weight=ns.aux_weight, threads=ns.threads)
     path = train_bc([Path(d) for d in ns.demos], Path(ns.output), config)
     print(f"deploy train-bc: checkpoint written to {path}")
     return 0
@@ -113,6 +115,9 @@ def register(commands) -> None:
     for sub in (collect, evaluate):
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds before an episode fails (default 30)")
         sub.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph")
+        sub.add_argument("--params-file", default="",
+                         help="YAML (<node>: ros__parameters: ...) layered over the shipped config, as the graph's "
+                              "params_file:= (e.g. policy: image_max_age_s); default none")
 
     train = commands.add_parser("train-bc", help="behaviour-clone a chunk policy from logged episodes or a "
                                                  "LeRobot dataset",
@@ -143,6 +148,11 @@ def register(commands) -> None:
     train.add_argument("--image-features", default="",
                        help="LeRobot folders: the image/video feature of each --cameras entry, in order "
                             "(default observation.images.<camera>)")
+    train.add_argument("--aux-positions", default="",
+                       help="logged state keys (e.g. cube_pose) whose xyz the image features regress during "
+                            "training only, an auxiliary loss; the checkpoint never reads them (default none)")
+    train.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary loss (default 1)")
+    train.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     train.add_argument("--arch", default="{}", help='architecture overrides as JSON, e.g. \'{"d_model": 64}\'')
     train.set_defaults(func=_cmd_train_bc)
 
