@@ -21,7 +21,11 @@ def loop(request):
     config = SimConfig(mode="lockstep", image_width=32, image_height=32, camera_rate_hz=1.0)
     sim = SimProcess(config, f"deploy_looptest_{os.getpid()}")
     robot = SimRobot(sim.link_name)
-    connect_when_up(robot.connect)
+    try:
+        connect_when_up(robot.connect)
+    except BaseException:  # a sim that never came up is still stopped, its link removed
+        sim.stop()
+        raise
     safety = SafetyConfig(stale_chunk_timeout_s=0.3, soften_ramp_s=0.5)
     yield ControlLoop(robot, ChunkExecutorConfig(), CartesianImpedanceConfig(add_gravity=True), safety, space=space,
                       joint_impedance_config=JointImpedanceConfig(add_gravity=True))
